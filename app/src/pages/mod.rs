@@ -1,0 +1,6 @@
+//! One file per page.
+pub mod dashboard;
+pub mod login;
+pub mod not_found;
+pub mod placeholders;
+pub mod users;

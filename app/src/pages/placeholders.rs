@@ -1,0 +1,40 @@
+//! Pages whose content arrives with the engine, exports, console and flows work. They already
+//! take their place in the navigation and show an honest empty state.
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+#[component]
+fn EmptyPage(title: &'static str, empty: &'static str) -> impl IntoView {
+    view! {
+        <Title text=format!("{title} · trialflow")/>
+        <h1>{title}</h1>
+        <div class="card empty">
+            <p>{empty}</p>
+        </div>
+    }
+}
+
+#[component]
+pub fn PipelinesPage() -> impl IntoView {
+    view! { <EmptyPage title="Pipelines" empty="No pipelines are registered yet."/> }
+}
+
+#[component]
+pub fn RunsPage() -> impl IntoView {
+    view! { <EmptyPage title="Runs" empty="No runs yet."/> }
+}
+
+#[component]
+pub fn FlowsPage() -> impl IntoView {
+    view! { <EmptyPage title="Flows" empty="No flows of flows are registered yet."/> }
+}
+
+#[component]
+pub fn ConnectionsPage() -> impl IntoView {
+    view! { <EmptyPage title="Connections" empty="No connections are configured yet."/> }
+}
+
+#[component]
+pub fn PoolsPage() -> impl IntoView {
+    view! { <EmptyPage title="Pools" empty="No pools are configured yet."/> }
+}

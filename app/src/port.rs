@@ -1,0 +1,84 @@
+//! The port through which server functions reach the engine and storage. The `server` crate
+//! implements [`Backend`] and puts an [`AppState`] into the router state.
+use crate::error::AppError;
+use crate::model::{AuthContext, CurrentUser, Health, PasswordReset, Role, UserInfo};
+use axum::extract::FromRef;
+use leptos::config::LeptosOptions;
+use leptos::prelude::*;
+use std::sync::Arc;
+
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    async fn health(&self) -> Health;
+    async fn list_users(&self) -> Result<Vec<UserInfo>, AppError>;
+    async fn create_user(
+        &self,
+        actor: &CurrentUser,
+        username: &str,
+        role: Role,
+        password: &str,
+    ) -> Result<UserInfo, AppError>;
+    async fn set_user_role(
+        &self,
+        actor: &CurrentUser,
+        user_id: i64,
+        role: Role,
+    ) -> Result<UserInfo, AppError>;
+    async fn set_user_disabled(
+        &self,
+        actor: &CurrentUser,
+        user_id: i64,
+        disabled: bool,
+    ) -> Result<UserInfo, AppError>;
+    /// Sets a new password; `None` generates one and returns it once.
+    async fn reset_password(
+        &self,
+        actor: &CurrentUser,
+        user_id: i64,
+        password: Option<String>,
+    ) -> Result<PasswordReset, AppError>;
+}
+
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub leptos_options: LeptosOptions,
+    pub backend: Arc<dyn Backend>,
+}
+
+/// The backend, from the state `leptos_axum` provides to every server function and route.
+pub fn backend() -> Result<Arc<dyn Backend>, AppError> {
+    use_context::<AppState>()
+        .map(|s| s.backend)
+        .ok_or_else(|| AppError::Internal("missing application state".into()))
+}
+
+/// What the authentication middleware put on this request.
+pub fn auth_context() -> AuthContext {
+    use_context::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<AuthContext>().cloned())
+        .unwrap_or_default()
+}
+
+/// Sets the HTTP status of the current response to match `err`, and passes it on.
+pub fn respond(err: AppError) -> AppError {
+    if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
+        if let Ok(code) = axum::http::StatusCode::from_u16(err.status()) {
+            res.set_status(code);
+        }
+    }
+    err
+}
+
+/// The signed-in user if their role allows `needed`; otherwise the matching 401/403 error.
+pub fn require(needed: Role) -> Result<CurrentUser, AppError> {
+    let ctx = auth_context();
+    match ctx.user {
+        Some(user) if user.role.allows(needed) => Ok(user),
+        Some(user) => Err(respond(AppError::Forbidden {
+            needed,
+            actual: user.role,
+        })),
+        None if ctx.session_expired => Err(respond(AppError::SessionExpired)),
+        None => Err(respond(AppError::Unauthenticated)),
+    }
+}

@@ -1,0 +1,63 @@
+use crate::api::session::whoami;
+use crate::components::layout::Layout;
+use crate::pages::{
+    dashboard::DashboardPage, login::LoginPage, not_found::NotFound, placeholders::*,
+    users::UsersPage,
+};
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::{
+    components::{ParentRoute, Route, Router, Routes},
+    path, SsrMode,
+};
+
+/// The HTML document around the app; rendered on the server only.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <meta name="color-scheme" content="light"/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    // Pages render completely on the server (SsrMode::Async) so they read well with JavaScript off.
+    view! {
+        <Stylesheet id="leptos" href="/pkg/trialflow.css"/>
+        <Title text="trialflow"/>
+        <Router>
+            <Routes fallback=|| view! { <NotFound/> }>
+                <Route path=path!("/login") view=LoginPage ssr=SsrMode::Async/>
+                <ParentRoute path=path!("") view=AuthenticatedLayout ssr=SsrMode::Async>
+                    <Route path=path!("") view=DashboardPage ssr=SsrMode::Async/>
+                    <Route path=path!("pipelines") view=PipelinesPage ssr=SsrMode::Async/>
+                    <Route path=path!("runs") view=RunsPage ssr=SsrMode::Async/>
+                    <Route path=path!("flows") view=FlowsPage ssr=SsrMode::Async/>
+                    <Route path=path!("connections") view=ConnectionsPage ssr=SsrMode::Async/>
+                    <Route path=path!("pools") view=PoolsPage ssr=SsrMode::Async/>
+                    <Route path=path!("users") view=UsersPage ssr=SsrMode::Async/>
+                </ParentRoute>
+            </Routes>
+        </Router>
+    }
+}
+
+/// Loads the signed-in user once and shares it with every page below.
+#[component]
+fn AuthenticatedLayout() -> impl IntoView {
+    let me = Resource::new(|| (), |_| whoami());
+    provide_context(crate::components::layout::CurrentUserResource(me));
+    view! { <Layout/> }
+}

@@ -1,0 +1,92 @@
+# Shared helpers for run.sh and test.sh: idempotent installs of everything the project needs.
+# Each ensure_* step checks first and installs only what is missing.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PATH="$HOME/.cargo/bin:$PATH"
+CARGO_LEPTOS_VERSION="0.3.4"
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+
+# The wasm-bindgen CLI must equal the wasm-bindgen crate in Cargo.lock.
+wasm_bindgen_lock_version() {
+  awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock"
+}
+
+apt_install() {
+  if [ -z "${APT_UPDATED:-}" ]; then
+    apt-get update -qq >&2
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+}
+
+ensure_rust_tools() {
+  if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    log "adding the wasm32 target"
+    rustup target add wasm32-unknown-unknown
+  fi
+  if ! cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
+    log "installing cargo-leptos $CARGO_LEPTOS_VERSION (once; about 13 minutes on 2 cores)"
+    cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
+  fi
+  local want
+  want="$(wasm_bindgen_lock_version)"
+  if ! wasm-bindgen --version 2>/dev/null | grep -q " $want\$"; then
+    log "installing wasm-bindgen-cli $want (matches Cargo.lock)"
+    # Not --locked: its lock file names a webpki-roots version the registry here does not serve.
+    cargo install wasm-bindgen-cli --version "$want" --force
+  fi
+}
+
+ensure_chromium() {
+  if ! [ -x /usr/bin/chromium ]; then
+    log "installing Debian's Chromium"
+    apt_install chromium chromium-driver
+  fi
+}
+
+ensure_node_deps() {
+  if ! command -v npm >/dev/null; then
+    log "installing Node.js and npm"
+    apt_install nodejs npm
+  fi
+  if ! [ -d "$ROOT/end2end/node_modules/@playwright/test" ]; then
+    log "installing Playwright (the library only; the browser is Debian's)"
+    (cd "$ROOT/end2end" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund >&2)
+  fi
+}
+
+# A PostgreSQL answering at 127.0.0.1:5432 as user postgres without a password.
+ensure_postgres() {
+  local url="${TRIALFLOW_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}"
+  if psql "$url" -qtAc 'SELECT 1' >/dev/null 2>&1; then
+    return
+  fi
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    log "installing PostgreSQL"
+    apt_install postgresql postgresql-client
+  fi
+  local version
+  version="$(ls /etc/postgresql | sort -V | tail -n 1)"
+  local hba="/etc/postgresql/$version/main/pg_hba.conf"
+  # Test machines only: let local TCP connections in as postgres without a password.
+  if ! grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
+    sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+  fi
+  log "starting PostgreSQL $version"
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null \
+    || pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+  for _ in $(seq 1 30); do
+    psql "$url" -qtAc 'SELECT 1' >/dev/null 2>&1 && return
+    sleep 1
+  done
+  echo "PostgreSQL did not answer at $url" >&2
+  exit 1
+}
+
+# One debug build of server binary + wasm bundle, shared by every test stage.
+build_site() {
+  log "building trialflow (server + wasm) with cargo leptos"
+  (cd "$ROOT" && cargo leptos build)
+}

@@ -1,0 +1,75 @@
+//! Typed configuration: command-line flags with environment-variable fallbacks.
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where state lives; shared by every subcommand that opens the database.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Directory for the SQLite database, key files and exports.
+    #[arg(long, env = "TRIALFLOW_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL (postgres://…) for the scale-out backend; unset means SQLite in --data-dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[arg(long, env = "TRIALFLOW_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Folder with the built site (pkg/ with wasm, js, css). Found next to the binary when unset.
+    #[arg(long, env = "TRIALFLOW_SITE_ROOT")]
+    pub site_root: Option<PathBuf>,
+    /// Minutes of inactivity after which a session ends.
+    #[arg(long, env = "TRIALFLOW_SESSION_IDLE_MINUTES", default_value_t = 480)]
+    pub session_idle_minutes: u32,
+    /// Mark the session cookie Secure (set when served over HTTPS).
+    #[arg(long, env = "TRIALFLOW_SECURE_COOKIES", default_value_t = false)]
+    pub secure_cookies: bool,
+}
+
+impl ServeArgs {
+    /// Defaults for a test or embedded start: port 0 and the given data directory.
+    pub fn for_tests(data_dir: &Path, database_url: Option<String>) -> Self {
+        ServeArgs {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            storage: StorageArgs {
+                data_dir: data_dir.to_path_buf(),
+                database_url,
+            },
+            site_root: None,
+            session_idle_minutes: 480,
+            secure_cookies: false,
+        }
+    }
+
+    pub fn session_idle(&self) -> Duration {
+        Duration::from_secs(u64::from(self.session_idle_minutes.max(1)) * 60)
+    }
+
+    /// The site folder: as configured, else `site/` beside the binary or one level up
+    /// (cargo-leptos puts the binary in target/<profile>/ and the site in target/site/).
+    pub fn resolve_site_root(&self) -> PathBuf {
+        if let Some(root) = &self.site_root {
+            return root.clone();
+        }
+        if let Ok(root) = std::env::var("LEPTOS_SITE_ROOT") {
+            return PathBuf::from(root);
+        }
+        let exe_dir = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf));
+        if let Some(dir) = exe_dir {
+            for candidate in [dir.join("site"), dir.join("../site")] {
+                if candidate.join("pkg").is_dir() {
+                    return candidate;
+                }
+            }
+        }
+        PathBuf::from("target/site")
+    }
+}

@@ -1,0 +1,71 @@
+//! The HTTP surface: routes, sessions, authentication, cross-site protection and health.
+pub mod auth;
+pub mod csrf;
+pub mod health;
+pub mod session_store;
+
+use crate::store::Db;
+use app::port::AppState;
+use axum::routing::{get, post};
+use axum::Router;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use std::time::Duration;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
+
+/// Session settings the router needs.
+#[derive(Clone, Debug)]
+pub struct SessionSettings {
+    pub idle: Duration,
+    pub secure_cookies: bool,
+}
+
+pub const SESSION_COOKIE: &str = "trialflow_session";
+
+/// State for the handlers that live outside Leptos (login, logout, health).
+#[derive(Clone)]
+pub struct HttpState {
+    pub app: AppState,
+    pub db: Db,
+}
+
+pub fn router(app_state: AppState, db: Db, sessions: SessionSettings) -> Router {
+    let routes = generate_route_list(app::App);
+    let options = app_state.leptos_options.clone();
+    let leptos = Router::new()
+        .leptos_routes_with_context(&app_state, routes, || {}, {
+            let options = options.clone();
+            move || app::shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
+            app::shell,
+        ))
+        .with_state(app_state.clone());
+
+    let http_state = HttpState {
+        app: app_state,
+        db: db.clone(),
+    };
+    let idle = time::Duration::try_from(sessions.idle).unwrap_or(time::Duration::hours(8));
+    let session_layer = SessionManagerLayer::new(session_store::DbSessionStore::new(db))
+        .with_name(SESSION_COOKIE)
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(sessions.secure_cookies)
+        .with_path("/")
+        .with_expiry(Expiry::OnInactivity(idle));
+
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/logout", post(auth::logout))
+        .with_state(http_state.clone())
+        .merge(leptos)
+        .layer(axum::middleware::from_fn_with_state(
+            http_state,
+            auth::authenticate,
+        ))
+        .layer(session_layer)
+        .layer(axum::middleware::from_fn(csrf::refuse_cross_site))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}

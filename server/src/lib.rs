@@ -1,0 +1,11 @@
+//! Everything behind the UI's port: configuration, HTTP, storage, users and the modes of the
+//! `trialflow` binary.
+pub mod backend;
+pub mod bootstrap;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod passwords;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

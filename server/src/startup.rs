@@ -1,0 +1,153 @@
+//! Building and running the application; tests use the same path with port 0.
+use crate::backend::ServerBackend;
+use crate::config::ServeArgs;
+use crate::http::{self, session_store::DbSessionStore, SessionSettings};
+use crate::store::Db;
+use anyhow::Context;
+use app::port::AppState;
+use leptos::config::{Env, LeptosOptions};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    db: Db,
+    first_admin_password: Option<String>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Application {
+    /// Opens storage (running migrations), creates the first admin if needed, binds the port.
+    pub async fn build(args: ServeArgs) -> anyhow::Result<Application> {
+        let db = Db::connect(args.storage.database_url.as_deref(), &args.storage.data_dir)
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the database ({})",
+                    crate::store::describe_target(
+                        args.storage.database_url.as_deref(),
+                        &args.storage.data_dir
+                    )
+                )
+            })?;
+        let first_admin_password = crate::bootstrap::ensure_first_admin(
+            &db,
+            std::env::var("TRIALFLOW_ADMIN_PASSWORD").ok(),
+        )
+        .await?;
+
+        let listener = TcpListener::bind(args.addr)
+            .await
+            .with_context(|| format!("binding {}", args.addr))?;
+        let local = listener.local_addr()?;
+        let site_root = args.resolve_site_root();
+        let leptos_options = LeptosOptions::builder()
+            .output_name("trialflow")
+            .site_root(site_root.display().to_string())
+            .site_pkg_dir("pkg")
+            .site_addr(local)
+            .env(Env::PROD)
+            .build();
+        let app_state = AppState {
+            leptos_options,
+            backend: Arc::new(ServerBackend { db: db.clone() }),
+        };
+        let router = http::router(
+            app_state,
+            db.clone(),
+            SessionSettings {
+                idle: args.session_idle(),
+                secure_cookies: args.secure_cookies,
+            },
+        );
+        let background = vec![spawn_session_sweeper(db.clone())];
+        tracing::info!(addr = %local, backend = db.backend_name(), site_root = %site_root.display(), "ready");
+        Ok(Application {
+            listener,
+            router,
+            db,
+            first_admin_password,
+            background,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The generated password of the admin created at this start, if one was.
+    pub fn first_admin_password(&self) -> Option<&str> {
+        self.first_admin_password.as_deref()
+    }
+
+    /// Serves until `shutdown` resolves, then lets open requests finish and closes the database.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?;
+        for task in self.background {
+            task.abort();
+        }
+        self.db.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Removes expired sessions every ten minutes.
+fn spawn_session_sweeper(db: Db) -> tokio::task::JoinHandle<()> {
+    let store = DbSessionStore::new(db);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            if let Err(e) = store.delete_expired().await {
+                tracing::warn!(error = %e, "expired-session sweep failed");
+            }
+        }
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing open requests");
+}

@@ -1,0 +1,36 @@
+//! Who did what, when: every state-changing action of a signed-in user.
+use super::{execute_on, now_ms, on_pool, Db, StoreResult};
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+}
+
+impl Db {
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: serde_json::Value,
+    ) -> StoreResult<()> {
+        execute_on!(self, pool => sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)")
+            .bind(now_ms()).bind(actor).bind(action).bind(target).bind(detail.to_string())
+            .execute(pool).await)?;
+        Ok(())
+    }
+
+    /// Newest first.
+    pub async fn audit_entries(&self, limit: i64) -> StoreResult<Vec<AuditEntry>> {
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, AuditEntry>(
+            "SELECT id, at, actor, action, target, detail FROM audit_log ORDER BY id DESC LIMIT $1")
+            .bind(limit).fetch_all(pool).await)?;
+        Ok(rows)
+    }
+}

@@ -1,0 +1,177 @@
+//! All persistent state, behind one handle with a SQLite and a PostgreSQL implementation.
+//!
+//! Queries are written once in SQL both engines accept (`$1` placeholders, `RETURNING`,
+//! `ON CONFLICT`, integer milliseconds for time) and run on either pool through [`on_pool!`].
+//! Engine-specific work (locking, notifications) lives in the backend's own module.
+pub mod audit;
+pub mod throttle;
+pub mod users;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Runs the same expression against whichever pool the store holds.
+macro_rules! on_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// Like [`on_pool!`] for statements: evaluates to the number of rows affected.
+macro_rules! execute_on {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite($pool) => $body.map(|r| r.rows_affected()),
+            $crate::store::Db::Postgres($pool) => $body.map(|r| r.rows_affected()),
+        }
+    };
+}
+pub(crate) use execute_on;
+
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("invalid database URL: {0}")]
+    Url(String),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// True when the error is a unique-constraint violation (used for "already exists" answers).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Sqlx(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Where the database lives: a PostgreSQL URL, or a SQLite file under the data directory.
+pub fn describe_target(database_url: Option<&str>, data_dir: &Path) -> String {
+    match database_url {
+        Some(url) if is_postgres_url(url) => "postgres".to_string(),
+        Some(url) => url.to_string(),
+        None => format!("sqlite:{}", data_dir.join("trialflow.db").display()),
+    }
+}
+
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+impl Db {
+    /// Opens the database and brings its schema up to date.
+    pub async fn connect(database_url: Option<&str>, data_dir: &Path) -> StoreResult<Db> {
+        let db = match database_url {
+            Some(url) if is_postgres_url(url) => {
+                let options =
+                    PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await?;
+                Db::Postgres(pool)
+            }
+            Some(url) => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(|e| StoreError::Url(e.to_string()))?;
+                Db::Sqlite(open_sqlite(options).await?)
+            }
+            None => {
+                std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+                    path: data_dir.display().to_string(),
+                    source,
+                })?;
+                let options = SqliteConnectOptions::new().filename(data_dir.join("trialflow.db"));
+                Db::Sqlite(open_sqlite(options).await?)
+            }
+        };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    pub async fn migrate(&self) -> StoreResult<()> {
+        match self {
+            Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// A round trip to the database, timed.
+    pub async fn ping(&self) -> StoreResult<Duration> {
+        let started = Instant::now();
+        execute_on!(self, pool => sqlx::query("SELECT 1").execute(pool).await)?;
+        Ok(started.elapsed())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}
+
+async fn open_sqlite(options: SqliteConnectOptions) -> StoreResult<SqlitePool> {
+    let options = options
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10));
+    let in_memory = options.get_filename() == Path::new(":memory:");
+    let pool = SqlitePoolOptions::new()
+        // An in-memory database exists per connection: keep exactly one, forever.
+        .max_connections(if in_memory { 1 } else { 8 })
+        .idle_timeout(if in_memory {
+            None
+        } else {
+            Some(Duration::from_secs(600))
+        })
+        .max_lifetime(if in_memory {
+            None
+        } else {
+            Some(Duration::from_secs(3600))
+        })
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+/// Milliseconds since the Unix epoch: the one time representation stored by both backends.
+pub fn now_ms() -> i64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

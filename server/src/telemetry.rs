@@ -1,0 +1,17 @@
+//! Tracing, initialised once per process.
+use tracing_subscriber::{fmt, EnvFilter};
+
+/// `RUST_LOG` picks levels (default info); `TRIALFLOW_LOG_FORMAT=json` switches to JSON lines.
+pub fn init() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,sqlx=warn,tower_sessions=warn,tower_sessions_core=warn")
+    });
+    let json = std::env::var("TRIALFLOW_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = fmt().with_env_filter(filter).with_target(false);
+    // A second init (tests start many apps in one process) is harmless; ignore it.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -1,0 +1,6 @@
+//! Integration tests: the real application on port 0 with a fresh database, spoken to over HTTP.
+mod helpers;
+
+mod auth;
+mod server_fn_roles;
+mod storage;
