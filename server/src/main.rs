@@ -3,9 +3,9 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = server::cli::Cli::parse();
-    server::telemetry::init();
-    match server::cli::run(cli).await {
+    let cli = trialflow::cli::Cli::parse();
+    trialflow::telemetry::init();
+    match trialflow::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -189,9 +189,13 @@ async fn resetting_a_password_ends_that_users_sessions() {
         c.get(app.url("/runs")).send().await.expect("page").status(),
         200
     );
-    server::bootstrap::reset_password(&app.db, "user-user", Some("another-long-password".into()))
-        .await
-        .expect("reset");
+    trialflow::bootstrap::reset_password(
+        &app.db,
+        "user-user",
+        Some("another-long-password".into()),
+    )
+    .await
+    .expect("reset");
     let res = c.get(app.url("/runs")).send().await.expect("page");
     assert!(
         location(&res).starts_with("/login?reason=expired"),

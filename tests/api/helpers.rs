@@ -1,9 +1,9 @@
 //! Spawning the application and talking to it like a browser would.
 use app::model::Role;
-use server::config::ServeArgs;
-use server::startup::Application;
-use server::store::Db;
 use std::sync::Arc;
+use trialflow::config::ServeArgs;
+use trialflow::startup::Application;
+use trialflow::store::Db;
 
 pub const PASSWORD: &str = "integration-test-password";
 
@@ -98,7 +98,7 @@ impl TestApp {
     /// Creates `<role>-user` with [`PASSWORD`] and returns its name.
     pub async fn add_user(&self, role: Role) -> String {
         let name = format!("{role}-user");
-        server::bootstrap::add_user(&self.db, &name, role, Some(PASSWORD.to_string()))
+        trialflow::bootstrap::add_user(&self.db, &name, role, Some(PASSWORD.to_string()))
             .await
             .expect("add user");
         name

@@ -1,11 +1,11 @@
 //! One conformance suite for both storage backends.
 use crate::helpers::{fresh_db, Backend, BACKENDS};
 use app::model::Role;
-use server::http::session_store::DbSessionStore;
-use server::store::throttle::ThrottlePolicy;
-use server::store::Db;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::SessionStore;
+use trialflow::http::session_store::DbSessionStore;
+use trialflow::store::throttle::ThrottlePolicy;
+use trialflow::store::Db;
 
 async fn each_backend<F, Fut>(check: F)
 where

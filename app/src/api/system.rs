@@ -1,10 +1,11 @@
 use crate::error::AppError;
-use crate::model::{Health, Role};
+use crate::model::Health;
 use leptos::prelude::*;
 
 /// Database and service health for the dashboard.
 #[server(prefix = "/api/viewer", endpoint = "system_health")]
 pub async fn system_health() -> Result<Health, AppError> {
+    use crate::model::Role;
     use crate::port::{backend, require};
     require(Role::Viewer)?;
     Ok(backend()?.health().await)

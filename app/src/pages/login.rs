@@ -48,10 +48,10 @@ pub fn LoginPage() -> impl IntoView {
                 <p class="muted">"Clinical-trial data exports"</p>
                 {notice}
                 <label for="username">"Username"</label>
-                <input id="username" name="username" autocomplete="username" required prop:value=username/>
+                <input id="username" name="username" autocomplete="username" required value=username/>
                 <label for="password">"Password"</label>
                 <input id="password" name="password" type="password" autocomplete="current-password" required/>
-                <input type="hidden" name="next" prop:value=next/>
+                <input type="hidden" name="next" value=next/>
                 <button type="submit" class="btn primary">"Sign in"</button>
             </form>
         </div>

@@ -155,11 +155,12 @@ fn is_static(path: &str) -> bool {
 
 /// Paths rendered by the app that need a signed-in user.
 fn is_page(path: &str) -> bool {
-    !(path == "/login" || path.starts_with("/auth/") || path.starts_with("/sim/"))
-        && !path
-            .rsplit('/')
-            .next()
-            .is_some_and(|last| last.contains('.'))
+    let exempt = path == "/login" || path.starts_with("/auth/") || path.starts_with("/sim/");
+    let is_file = path
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains('.'));
+    !exempt && !is_file
 }
 
 fn has_session_cookie(req: &Request<Body>) -> bool {
