@@ -57,6 +57,21 @@ ensure_node_deps() {
   fi
 }
 
+# The venv with the real iMednet SDK (the independent client that proves the simulator) and moto.
+ensure_python() {
+  local venv="$ROOT/.venv" req="$ROOT/tests/sdk/requirements.txt"
+  if [ -x "$venv/bin/python" ] && cmp -s "$req" "$venv/.installed-requirements"; then
+    return
+  fi
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    apt_install python3-venv
+  fi
+  log "creating the Python venv with imednet 0.5.0, pytest and moto"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$req" >&2
+  cp "$req" "$venv/.installed-requirements"
+}
+
 # A PostgreSQL answering at 127.0.0.1:5432 as user postgres without a password.
 ensure_postgres() {
   local url="${TRIALFLOW_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}"

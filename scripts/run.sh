@@ -9,4 +9,4 @@ build_site
 mkdir -p "${TRIALFLOW_DATA_DIR:-./data}"
 log "starting trialflow (Ctrl-C stops it)"
 echo "Lost the admin password? target/debug/trialflow user reset-password admin" >&2
-exec target/debug/trialflow serve "$@"
+exec target/debug/trialflow serve --demo "$@"

@@ -8,6 +8,7 @@ ensure_rust_tools
 ensure_postgres
 ensure_chromium
 ensure_node_deps
+ensure_python
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -19,6 +20,9 @@ build_site
 
 log "unit and integration tests (SQLite and PostgreSQL)"
 cargo test --workspace
+
+log "the real iMednet Python SDK against the simulator"
+.venv/bin/python -m pytest -q tests/sdk
 
 log "end-to-end tests in Chromium"
 E2E_DATA="$ROOT/target/e2e-data"

@@ -12,7 +12,7 @@ pub mod pages;
 pub mod port;
 
 mod shell;
-pub use shell::{shell, App};
+pub use shell::{App, shell};
 
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]

@@ -61,10 +61,10 @@ pub fn auth_context() -> AuthContext {
 
 /// Sets the HTTP status of the current response to match `err`, and passes it on.
 pub fn respond(err: AppError) -> AppError {
-    if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
-        if let Ok(code) = axum::http::StatusCode::from_u16(err.status()) {
-            res.set_status(code);
-        }
+    if let Some(res) = use_context::<leptos_axum::ResponseOptions>()
+        && let Ok(code) = axum::http::StatusCode::from_u16(err.status())
+    {
+        res.set_status(code);
     }
     err
 }

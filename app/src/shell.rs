@@ -5,10 +5,11 @@ use crate::pages::{
     users::UsersPage,
 };
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::{
+    SsrMode,
     components::{ParentRoute, Route, Router, Routes},
-    path, SsrMode,
+    path,
 };
 
 /// The HTML document around the app; rendered on the server only.

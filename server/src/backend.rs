@@ -111,7 +111,7 @@ impl Backend for ServerBackend {
             Err(e) if e.is_unique_violation() => {
                 return Err(AppError::Conflict(format!(
                     "A user named '{username}' already exists."
-                )))
+                )));
             }
             Err(e) => return Err(e.into()),
         };

@@ -1,7 +1,7 @@
 //! Users outside the web UI: the first admin on first start, and the `user` subcommands.
 use crate::passwords;
 use crate::store::Db;
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use app::model::Role;
 
 /// Usernames are case-insensitive and kept in lower case; the message names the rule broken.

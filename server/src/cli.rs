@@ -27,6 +27,60 @@ pub enum Command {
         #[command(subcommand)]
         action: UserCommand,
     },
+    /// Serve the iMednet REST API simulator on its own (prints `LISTENING <port>` once bound).
+    Simulate(SimulateArgs),
+    /// Measure performance; prints JSON.
+    Bench {
+        #[command(subcommand)]
+        target: BenchTarget,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Port on 127.0.0.1; 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Address to bind (loopback unless you mean otherwise).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Data size: demo (3 studies), large (adds a 1,000,000-record study), or bench:RECORDSxVARIABLES.
+    #[arg(long, default_value = "demo", value_parser = parse_profile)]
+    pub profile: crate::imednet::Profile,
+    /// Seed of the deterministic data generator.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Milliseconds until a submitted job completes (it is running after a quarter of that).
+    #[arg(long, default_value_t = 400)]
+    pub job_ms: u64,
+}
+
+impl SimulateArgs {
+    pub fn config(&self) -> crate::imednet::SimConfig {
+        crate::imednet::SimConfig {
+            seed: self.seed,
+            profile: self.profile.clone(),
+            job_done_after: std::time::Duration::from_millis(self.job_ms),
+            job_running_after: std::time::Duration::from_millis(self.job_ms / 4),
+            ..crate::imednet::SimConfig::default()
+        }
+    }
+}
+
+fn parse_profile(s: &str) -> Result<crate::imednet::Profile, String> {
+    crate::imednet::Profile::parse(s).ok_or_else(|| {
+        format!("unknown profile '{s}': expected demo, large or bench:RECORDSxVARIABLES")
+    })
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchTarget {
+    /// Simulator pages/s and client records/s streaming one study, with peak memory.
+    Imednet {
+        /// Records in the benchmark study.
+        #[arg(long, default_value_t = 100_000)]
+        records: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +119,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::User { action } => user(action).await,
+        Command::Simulate(args) => simulate(args).await,
+        Command::Bench { target } => bench(target).await,
     }
 }
 
@@ -81,6 +137,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     app.run_until_stopped(crate::startup::shutdown_signal())
         .await
+}
+
+async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind((args.host, args.port)).await?;
+    let addr = listener.local_addr()?;
+    println!("LISTENING {}", addr.port());
+    eprintln!(
+        "iMednet simulator at http://{addr} (keys demo-api-key / demo-security-key; faults at /__sim/faults)"
+    );
+    let router = crate::imednet::router(crate::imednet::SimState::new(args.config()));
+    axum::serve(listener, router)
+        .with_graceful_shutdown(crate::startup::shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn bench(target: BenchTarget) -> anyhow::Result<()> {
+    match target {
+        BenchTarget::Imednet { records } => {
+            let mut out = crate::imednet::bench::bench(records).await;
+            out["large"] = crate::imednet::bench::large_last_page().await;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+    }
+    Ok(())
 }
 
 async fn user(action: UserCommand) -> anyhow::Result<()> {

@@ -30,6 +30,9 @@ pub struct ServeArgs {
     /// Mark the session cookie Secure (set when served over HTTPS).
     #[arg(long, env = "TRIALFLOW_SECURE_COOKIES", default_value_t = false)]
     pub secure_cookies: bool,
+    /// Demo mode: serve the iMednet simulator at /sim so exports work without an account.
+    #[arg(long, env = "TRIALFLOW_DEMO", default_value_t = false)]
+    pub demo: bool,
 }
 
 impl ServeArgs {
@@ -44,6 +47,7 @@ impl ServeArgs {
             site_root: None,
             session_idle_minutes: 480,
             secure_cookies: false,
+            demo: false,
         }
     }
 

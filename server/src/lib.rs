@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod imednet;
 pub mod passwords;
 pub mod startup;
 pub mod store;

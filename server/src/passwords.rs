@@ -1,9 +1,9 @@
 //! Password hashing with argon2id (the crate's defaults follow OWASP's recommendation) and
 //! generation of one-time passwords.
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
 use argon2::Argon2;
+use argon2::password_hash::{
+    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
+};
 use rand::distributions::{Alphanumeric, DistString};
 
 pub const MIN_PASSWORD_LEN: usize = 12;
@@ -84,9 +84,11 @@ mod tests {
 
     #[test]
     fn strength_names_the_rule() {
-        assert!(check_strength("short")
-            .unwrap_err()
-            .contains("12 characters"));
+        assert!(
+            check_strength("short")
+                .unwrap_err()
+                .contains("12 characters")
+        );
         assert!(check_strength("long enough password").is_ok());
         assert_eq!(generate().len(), 20);
     }

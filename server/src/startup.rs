@@ -1,7 +1,7 @@
 //! Building and running the application; tests use the same path with port 0.
 use crate::backend::ServerBackend;
 use crate::config::ServeArgs;
-use crate::http::{self, session_store::DbSessionStore, SessionSettings};
+use crate::http::{self, SessionSettings, session_store::DbSessionStore};
 use crate::store::Db;
 use anyhow::Context;
 use app::port::AppState;
@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+
+/// Where demo mode serves the iMednet simulator; a connection's base URL is `http://<addr>/sim`.
+pub const DEMO_SIMULATOR_PATH: &str = "/sim";
 
 pub struct Application {
     listener: TcpListener,
@@ -56,7 +59,7 @@ impl Application {
             leptos_options,
             backend: Arc::new(ServerBackend { db: db.clone() }),
         };
-        let router = http::router(
+        let mut router = http::router(
             app_state,
             db.clone(),
             SessionSettings {
@@ -64,6 +67,14 @@ impl Application {
                 secure_cookies: args.secure_cookies,
             },
         );
+        if args.demo {
+            // Outside the session and sign-in layers: it checks iMednet's own API keys.
+            let sim = crate::imednet::SimState::new(crate::imednet::SimConfig::default());
+            router = axum::Router::new()
+                .nest(DEMO_SIMULATOR_PATH, crate::imednet::router(sim))
+                .merge(router);
+            tracing::info!(base_url = %format!("http://{local}{DEMO_SIMULATOR_PATH}"), "demo iMednet simulator mounted");
+        }
         let background = vec![spawn_session_sweeper(db.clone())];
         tracing::info!(addr = %local, backend = db.backend_name(), site_root = %site_root.display(), "ready");
         Ok(Application {

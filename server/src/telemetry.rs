@@ -1,5 +1,5 @@
 //! Tracing, initialised once per process.
-use tracing_subscriber::{fmt, EnvFilter};
+use tracing_subscriber::{EnvFilter, fmt};
 
 /// `RUST_LOG` picks levels (default info); `TRIALFLOW_LOG_FORMAT=json` switches to JSON lines.
 pub fn init() {

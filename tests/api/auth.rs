@@ -1,4 +1,4 @@
-use crate::helpers::{client, location, spawn_app, spawn_app_on, Backend, PASSWORD};
+use crate::helpers::{Backend, PASSWORD, client, location, spawn_app, spawn_app_on};
 use app::model::Role;
 
 #[tokio::test]
@@ -221,11 +221,12 @@ async fn cross_site_posts_are_refused() {
         .await
         .expect("post");
     assert_eq!(evil.status(), 403);
-    assert!(evil
-        .text()
-        .await
-        .expect("body")
-        .contains("cross-site request refused"));
+    assert!(
+        evil.text()
+            .await
+            .expect("body")
+            .contains("cross-site request refused")
+    );
     let marked = c
         .post(app.url("/auth/logout"))
         .header("sec-fetch-site", "cross-site")
@@ -233,12 +234,13 @@ async fn cross_site_posts_are_refused() {
         .await
         .expect("post");
     assert_eq!(marked.status(), 403);
-    assert!(app
-        .db
-        .user_by_name("mallory")
-        .await
-        .expect("lookup")
-        .is_none());
+    assert!(
+        app.db
+            .user_by_name("mallory")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
     // The same request from our own origin goes through.
     let ours = c
         .post(app.url("/api/admin/create_user"))
@@ -416,11 +418,12 @@ async fn the_last_admin_cannot_be_demoted_or_disabled() {
         )
         .await;
     assert_eq!(res.status(), 409);
-    assert!(res
-        .text()
-        .await
-        .expect("body")
-        .contains("last enabled admin"));
+    assert!(
+        res.text()
+            .await
+            .expect("body")
+            .contains("last enabled admin")
+    );
 }
 
 #[tokio::test]
@@ -441,11 +444,13 @@ async fn pages_render_for_their_roles() {
 
     let users = viewer.get(app.url("/users")).send().await.expect("users");
     assert_eq!(users.status(), 403);
-    assert!(users
-        .text()
-        .await
-        .expect("html")
-        .contains("This needs the admin role; you are signed in as viewer."));
+    assert!(
+        users
+            .text()
+            .await
+            .expect("html")
+            .contains("This needs the admin role; you are signed in as viewer.")
+    );
 
     let admin = app.client_as(Role::Admin).await;
     let users = admin.get(app.url("/users")).send().await.expect("users");

@@ -66,11 +66,20 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_on(backend: Backend) -> TestApp {
+    spawn_with(backend, |_| {}).await
+}
+
+/// The app as `serve --demo` starts it: the iMednet simulator mounted at /sim.
+pub async fn spawn_demo_app() -> TestApp {
+    spawn_with(Backend::Sqlite, |args| args.demo = true).await
+}
+
+async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = fresh_database(backend).await;
-    let app = Application::build(ServeArgs::for_tests(dir.path(), url))
-        .await
-        .expect("application builds");
+    let mut args = ServeArgs::for_tests(dir.path(), url);
+    configure(&mut args);
+    let app = Application::build(args).await.expect("application builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let db = app.db().clone();
     tokio::spawn(app.run_until_stopped(std::future::pending()));

@@ -2,5 +2,6 @@
 mod helpers;
 
 mod auth;
+mod imednet_client;
 mod server_fn_roles;
 mod storage;

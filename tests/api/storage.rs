@@ -1,11 +1,11 @@
 //! One conformance suite for both storage backends.
-use crate::helpers::{fresh_db, Backend, BACKENDS};
+use crate::helpers::{BACKENDS, Backend, fresh_db};
 use app::model::Role;
-use tower_sessions::session::{Id, Record};
 use tower_sessions::SessionStore;
+use tower_sessions::session::{Id, Record};
 use trialflow::http::session_store::DbSessionStore;
-use trialflow::store::throttle::ThrottlePolicy;
 use trialflow::store::Db;
+use trialflow::store::throttle::ThrottlePolicy;
 
 async fn each_backend<F, Fut>(check: F)
 where
@@ -68,11 +68,12 @@ async fn users_round_trip_and_names_are_unique() {
             (rehashed.password_hash.as_str(), rehashed.session_epoch),
             ("hash-3", 3)
         );
-        assert!(db
-            .set_user_role(9999, Role::User)
-            .await
-            .expect("missing")
-            .is_none());
+        assert!(
+            db.set_user_role(9999, Role::User)
+                .await
+                .expect("missing")
+                .is_none()
+        );
         assert_eq!(
             db.user_by_name("ann").await.expect("by name").map(|r| r.id),
             Some(u.id)

@@ -1,7 +1,7 @@
 use crate::error::AppError;
 use crate::model::{CurrentUser, Role};
 use leptos::prelude::*;
-use leptos_router::components::{Outlet, A};
+use leptos_router::components::{A, Outlet};
 
 /// The signed-in user, loaded once by the layout and read by pages that show role-dependent controls.
 #[derive(Clone, Copy)]

@@ -1,5 +1,5 @@
-use crate::api::users::{list_users, CreateUser, ResetUserPassword, SetUserDisabled, SetUserRole};
-use crate::components::notice::{action_outcome, ErrorNotice};
+use crate::api::users::{CreateUser, ResetUserPassword, SetUserDisabled, SetUserRole, list_users};
+use crate::components::notice::{ErrorNotice, action_outcome};
 use crate::components::time::format_utc;
 use crate::model::{PasswordReset, Role, UserInfo};
 use leptos::prelude::*;

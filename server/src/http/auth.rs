@@ -6,13 +6,13 @@ use crate::passwords;
 use crate::store::throttle::ThrottlePolicy;
 use app::error::AppError;
 use app::model::{AuthContext, CurrentUser, Role};
+use axum::Form;
 use axum::body::Body;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, Method, Request, StatusCode};
+use axum::http::{Method, Request, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use tower_sessions::Session;
@@ -49,10 +49,10 @@ pub async fn authenticate(
     req.extensions_mut().insert(ctx.clone());
 
     if let Some(rest) = path.strip_prefix("/api/") {
-        if !path.starts_with(app::api::PUBLIC_PREFIX) {
-            if let Err(err) = gate_server_fn(rest, &ctx) {
-                return error_response(err);
-            }
+        if !path.starts_with(app::api::PUBLIC_PREFIX)
+            && let Err(err) = gate_server_fn(rest, &ctx)
+        {
+            return error_response(err);
         }
         return with_error_status(next.run(req).await).await;
     } else if is_page(&path) && req.method() == Method::GET && ctx.user.is_none() {

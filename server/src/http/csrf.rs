@@ -5,7 +5,7 @@
 //! victim's cookies. Together with `SameSite=Lax` cookies this stops cross-site request forgery
 //! without tokens in every form.
 use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
+use axum::http::{Method, Request, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 

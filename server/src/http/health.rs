@@ -1,7 +1,7 @@
 use super::HttpState;
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 
 /// Liveness plus database status; 503 when the database does not answer.
 pub async fn healthz(State(state): State<HttpState>) -> (StatusCode, Json<app::model::Health>) {

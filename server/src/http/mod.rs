@@ -6,9 +6,9 @@ pub mod session_store;
 
 use crate::store::Db;
 use app::port::AppState;
-use axum::routing::{get, post};
 use axum::Router;
-use leptos_axum::{generate_route_list, LeptosRoutes};
+use axum::routing::{get, post};
+use leptos_axum::{LeptosRoutes, generate_route_list};
 use std::time::Duration;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};

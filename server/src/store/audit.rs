@@ -1,5 +1,5 @@
 //! Who did what, when: every state-changing action of a signed-in user.
-use super::{execute_on, now_ms, on_pool, Db, StoreResult};
+use super::{Db, StoreResult, execute_on, now_ms, on_pool};
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct AuditEntry {

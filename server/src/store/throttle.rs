@@ -1,6 +1,6 @@
 //! Counting failed sign-ins per account and per address, in the database so that several
 //! server processes share the count.
-use super::{execute_on, now_ms, on_pool, Db, StoreResult};
+use super::{Db, StoreResult, execute_on, now_ms, on_pool};
 
 /// How failures turn into lock-outs for one kind of key.
 #[derive(Debug, Clone, Copy)]

@@ -1,5 +1,5 @@
 //! Users and their credentials.
-use super::{now_ms, on_pool, Db, StoreResult};
+use super::{Db, StoreResult, now_ms, on_pool};
 use app::model::{Role, UserInfo};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
