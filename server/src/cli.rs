@@ -53,6 +53,10 @@ pub struct SimulateArgs {
     /// Milliseconds until a submitted job completes (it is running after a quarter of that).
     #[arg(long, default_value_t = 400)]
     pub job_ms: u64,
+    /// Faults from the start, as the JSON that `PUT /__sim/faults` takes, e.g.
+    /// '{"latencyMs":50,"rateLimitRps":20,"errorShare":0.1}'.
+    #[arg(long, value_parser = parse_faults)]
+    pub faults: Option<crate::imednet::Faults>,
 }
 
 impl SimulateArgs {
@@ -62,6 +66,7 @@ impl SimulateArgs {
             profile: self.profile.clone(),
             job_done_after: std::time::Duration::from_millis(self.job_ms),
             job_running_after: std::time::Duration::from_millis(self.job_ms / 4),
+            faults: self.faults.clone().unwrap_or_default(),
             ..crate::imednet::SimConfig::default()
         }
     }
@@ -71,6 +76,10 @@ fn parse_profile(s: &str) -> Result<crate::imednet::Profile, String> {
     crate::imednet::Profile::parse(s).ok_or_else(|| {
         format!("unknown profile '{s}': expected demo, large or bench:RECORDSxVARIABLES")
     })
+}
+
+fn parse_faults(s: &str) -> Result<crate::imednet::Faults, String> {
+    serde_json::from_str(s).map_err(|e| format!("invalid faults JSON: {e}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -218,4 +227,33 @@ fn read_password(from_stdin: bool) -> anyhow::Result<Option<String>> {
     let mut buf = String::new();
     std::io::stdin().read_to_string(&mut buf)?;
     Ok(Some(buf.trim_end_matches(['\r', '\n']).to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulate_takes_faults_at_start() {
+        let cli = Cli::try_parse_from([
+            "trialflow",
+            "simulate",
+            "--faults",
+            r#"{"latencyMs":5,"rules":[{"study":"DEMO","kind":{"type":"status","status":503}}]}"#,
+        ])
+        .expect("parses");
+        let Command::Simulate(args) = cli.command else {
+            panic!("simulate expected")
+        };
+        let cfg = args.config();
+        assert_eq!(cfg.faults.latency_ms, 5);
+        assert_eq!(cfg.faults.rules.len(), 1);
+    }
+
+    #[test]
+    fn bad_faults_json_is_named() {
+        let err = Cli::try_parse_from(["trialflow", "simulate", "--faults", "{nope"])
+            .expect_err("refused");
+        assert!(err.to_string().contains("invalid faults JSON"), "{err}");
+    }
 }

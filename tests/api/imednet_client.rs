@@ -485,17 +485,31 @@ async fn faults_can_be_set_over_http() {
     let (sim, base) = spawn(SimConfig::default()).await;
     let root = base.trim_end_matches("/api/");
     let http = reqwest::Client::new();
+    let keyed = |r: reqwest::RequestBuilder| {
+        r.header("x-api-key", "demo-api-key")
+            .header("x-imn-security-key", "demo-security-key")
+    };
     let body = json!({"rules": [{"study": "DEMO", "endpoint": "records", "kind": {"type": "status", "status": 500}}]});
-    let r = http
+    let anonymous = http
         .put(format!("{root}/__sim/faults"))
         .json(&body)
         .send()
         .await
         .unwrap();
+    assert_eq!(
+        anonymous.status(),
+        403,
+        "the control endpoints need the API keys"
+    );
+    assert!(sim.faults().rules.is_empty());
+
+    let r = keyed(http.put(format!("{root}/__sim/faults")).json(&body))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success());
     assert_eq!(sim.faults().rules.len(), 1);
-    let stats: serde_json::Value = http
-        .get(format!("{root}/__sim/stats"))
+    let stats: serde_json::Value = keyed(http.get(format!("{root}/__sim/stats")))
         .send()
         .await
         .unwrap()
@@ -503,8 +517,7 @@ async fn faults_can_be_set_over_http() {
         .await
         .unwrap();
     assert!(stats.get("requests").is_some());
-    let r = http
-        .delete(format!("{root}/__sim/faults"))
+    let r = keyed(http.delete(format!("{root}/__sim/faults")))
         .send()
         .await
         .unwrap();

@@ -201,15 +201,16 @@ def test_sdk_retries_post_on_5xx_defect(sdk, port):
     import httpx
 
     base = f"http://127.0.0.1:{port}"
+    keys = {"x-api-key": API_KEY, "x-imn-security-key": SECURITY_KEY}
     rule = {"rules": [{"study": "ONC-202", "endpoint": "records", "method": "POST",
                        "kind": {"type": "status", "status": 503}, "count": 3}]}
-    assert httpx.put(f"{base}/__sim/faults", json=rule).status_code == 200
-    before = httpx.get(f"{base}/__sim/stats").json()["postsByStudy"].get("ONC-202", 0)
+    assert httpx.put(f"{base}/__sim/faults", json=rule, headers=keys).status_code == 200
+    before = httpx.get(f"{base}/__sim/stats", headers=keys).json()["postsByStudy"].get("ONC-202", 0)
     with pytest.raises(Exception):
         sdk.records.create("ONC-202", [{"formKey": "DM", "subjectKey": "01-001", "data": {}}])
-    after = httpx.get(f"{base}/__sim/stats").json()["postsByStudy"].get("ONC-202", 0)
+    after = httpx.get(f"{base}/__sim/stats", headers=keys).json()["postsByStudy"].get("ONC-202", 0)
     assert after - before == 3
-    httpx.delete(f"{base}/__sim/faults")
+    httpx.delete(f"{base}/__sim/faults", headers=keys)
 
 
 # --- export helpers -------------------------------------------------------------------------

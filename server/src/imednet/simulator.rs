@@ -242,14 +242,34 @@ pub fn router(state: SimState) -> Router {
         .route("/api/v1/edc/studies/{study}/jobs/{batch}", get(get_job))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), gate));
-    Router::new()
+    // The control endpoints take the same keys as the API (so a demo simulator mounted in the
+    // app cannot be reconfigured by strangers) but no faults (so faults can always be cleared).
+    let control = Router::new()
         .route(
             "/__sim/faults",
             get(get_faults).put(put_faults).delete(delete_faults),
         )
         .route("/__sim/stats", get(get_stats))
-        .merge(api)
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), require_keys));
+    control.merge(api).with_state(state)
+}
+
+async fn require_keys(State(state): State<SimState>, req: Request, next: Next) -> Response {
+    if has_valid_keys(&state, req.headers()) {
+        next.run(req).await
+    } else {
+        forbidden()
+    }
+}
+
+fn has_valid_keys(state: &SimState, headers: &HeaderMap) -> bool {
+    let api_key = header_str(headers, "x-api-key").unwrap_or("");
+    let sec_key = header_str(headers, "x-imn-security-key").unwrap_or("");
+    state
+        .0
+        .keys
+        .iter()
+        .any(|(a, s)| a.expose() == api_key && s.expose() == sec_key)
 }
 
 // ---------------------------------------------------------------------------
@@ -402,12 +422,7 @@ async fn gate(State(state): State<SimState>, req: Request, next: Next) -> Respon
     let api_key = header_str(req.headers(), "x-api-key")
         .unwrap_or("")
         .to_string();
-    let sec_key = header_str(req.headers(), "x-imn-security-key").unwrap_or("");
-    if !inner
-        .keys
-        .iter()
-        .any(|(a, s)| a.expose() == api_key && s.expose() == sec_key)
-    {
+    if !has_valid_keys(&state, req.headers()) {
         return forbidden();
     }
 
