@@ -254,6 +254,15 @@ pub fn router(state: SimState) -> Router {
     control.merge(api).with_state(state)
 }
 
+/// A 1-based identifier among `count` items → its 0-based index, or the message naming it.
+fn one_based(id: usize, count: usize, what: &str) -> Result<usize, String> {
+    if (1..=count).contains(&id) {
+        Ok(id - 1)
+    } else {
+        Err(format!("unknown {what} {id}"))
+    }
+}
+
 async fn require_keys(State(state): State<SimState>, req: Request, next: Next) -> Response {
     if has_valid_keys(&state, req.headers()) {
         next.run(req).await
@@ -1196,11 +1205,8 @@ impl Study {
             )
         } else if let Some(id) = text("siteId") {
             Some(
-                id.parse::<usize>()
-                    .ok()
-                    .filter(|i| (1..=d.sites.len()).contains(i))
-                    .map(|i| i - 1)
-                    .ok_or(format!("unknown siteId {id}"))?,
+                one_based(id.parse().unwrap_or(0), d.sites.len(), "siteId")
+                    .map_err(|_| format!("unknown siteId {id}"))?,
             )
         } else {
             None
@@ -1212,12 +1218,7 @@ impl Study {
                     .ok_or(format!("unknown subjectKey {k:?}"))?,
             )
         } else if let Some(id) = num("subjectId") {
-            Some(
-                Some(id)
-                    .filter(|i| (1..=n_subj).contains(i))
-                    .map(|i| i - 1)
-                    .ok_or(format!("unknown subjectId {id}"))?,
-            )
+            Some(one_based(id, n_subj, "subjectId")?)
         } else if let Some(oid) = text("subjectOid") {
             Some(
                 find_subject(self, posted, "subjectOid", &oid)
@@ -1234,23 +1235,13 @@ impl Study {
                     .ok_or(format!("unknown interval {name:?}"))?,
             )
         } else if let Some(id) = num("intervalId") {
-            Some(
-                Some(id)
-                    .filter(|i| (1..=d.intervals.len()).contains(i))
-                    .map(|i| i - 1)
-                    .ok_or(format!("unknown intervalId {id}"))?,
-            )
+            Some(one_based(id, d.intervals.len(), "intervalId")?)
         } else {
             None
         };
         let n_rec = d.n_records() + posted.records.len();
         let record = if let Some(id) = num("recordId") {
-            Some(
-                Some(id)
-                    .filter(|i| (1..=n_rec).contains(i))
-                    .map(|i| i - 1)
-                    .ok_or(format!("unknown recordId {id}"))?,
-            )
+            Some(one_based(id, n_rec, "recordId")?)
         } else if let Some(oid) = text("recordOid") {
             let id = oid
                 .strip_prefix("REC-")
