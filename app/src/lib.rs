@@ -10,6 +10,7 @@ pub mod model;
 pub mod pages;
 #[cfg(feature = "ssr")]
 pub mod port;
+pub mod state;
 
 mod shell;
 pub use shell::{App, shell};

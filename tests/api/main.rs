@@ -2,6 +2,7 @@
 mod helpers;
 
 mod auth;
+mod engine;
 mod imednet_client;
 mod server_fn_roles;
 mod storage;

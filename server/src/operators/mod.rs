@@ -1,0 +1,138 @@
+//! Operators: the Rust types that do a task's work. Each validates its typed input before the
+//! task is queued and classifies its failures as retryable or fatal.
+mod command;
+mod generic;
+
+use crate::engine::spec::OperatorCatalog;
+use crate::store::Db;
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Why an attempt did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskError {
+    /// Worth another try (network trouble, a busy server, a non-zero exit).
+    #[error("{0}")]
+    Retryable(String),
+    /// Will fail the same way again (bad input, missing configuration); retries are skipped.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// What an operator may use besides its arguments.
+pub struct Services {
+    pub db: Db,
+    pub data_dir: PathBuf,
+}
+
+/// Appends lines to the log of the current attempt; readable while the task runs.
+#[derive(Clone)]
+pub struct TaskLog {
+    db: Db,
+    attempt_id: i64,
+}
+
+impl TaskLog {
+    pub fn new(db: Db, attempt_id: i64) -> Self {
+        TaskLog { db, attempt_id }
+    }
+
+    pub async fn info(&self, line: impl AsRef<str>) {
+        self.write("log", line.as_ref()).await;
+    }
+
+    pub async fn stderr(&self, line: impl AsRef<str>) {
+        self.write("stderr", line.as_ref()).await;
+    }
+
+    async fn write(&self, stream: &str, line: &str) {
+        if let Err(e) = self.db.append_task_log(self.attempt_id, stream, line).await {
+            tracing::warn!(error = %e, attempt = self.attempt_id, "task log write failed");
+        }
+    }
+}
+
+pub struct TaskContext {
+    pub run_id: i64,
+    pub pipeline_id: String,
+    pub task_id: String,
+    pub map_index: i64,
+    pub try_number: i64,
+    /// Rendered arguments.
+    pub args: Value,
+    pub log: TaskLog,
+    /// Fired on timeout, cancellation or shutdown; long operations should stop promptly.
+    pub cancel: CancellationToken,
+    pub services: Arc<Services>,
+}
+
+#[async_trait]
+pub trait Operator: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+
+    /// Only admins may register pipelines that use it.
+    fn admin_only(&self) -> bool {
+        false
+    }
+
+    fn is_sensor(&self) -> bool {
+        false
+    }
+
+    /// Checks the rendered arguments before the task is queued.
+    fn validate(&self, args: &Value) -> Result<(), String>;
+
+    async fn execute(&self, ctx: &TaskContext) -> Result<Value, TaskError>;
+
+    /// One poke of a sensor: `Some(result)` when the condition holds.
+    async fn poke(&self, _ctx: &TaskContext) -> Result<Option<Value>, TaskError> {
+        Err(TaskError::Fatal(format!("{} is not a sensor", self.name())))
+    }
+}
+
+/// Reads typed arguments; the error names the field that is wrong.
+pub fn typed<T: DeserializeOwned>(args: &Value) -> Result<T, String> {
+    serde_json::from_value(args.clone()).map_err(|e| format!("invalid arguments: {e}"))
+}
+
+#[derive(Clone, Default)]
+pub struct OperatorRegistry {
+    operators: BTreeMap<&'static str, Arc<dyn Operator>>,
+}
+
+impl OperatorRegistry {
+    /// The generic operators every installation has.
+    pub fn with_builtin() -> Self {
+        let mut r = OperatorRegistry::default();
+        r.register(generic::Noop);
+        r.register(generic::Sleep);
+        r.register(generic::Echo);
+        r.register(generic::Fail);
+        r.register(generic::FileSensor);
+        r.register(command::Command);
+        r
+    }
+
+    pub fn register(&mut self, op: impl Operator) {
+        self.operators.insert(op.name(), Arc::new(op));
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Operator>> {
+        self.operators.get(name).cloned()
+    }
+}
+
+impl OperatorCatalog for OperatorRegistry {
+    fn lookup(&self, name: &str) -> Option<bool> {
+        self.operators.get(name).map(|op| op.admin_only())
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.operators.keys().map(|k| k.to_string()).collect()
+    }
+}
