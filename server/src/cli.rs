@@ -1,6 +1,8 @@
 //! The command line: one binary, several modes.
 use crate::bootstrap;
 use crate::config::{ServeArgs, StorageArgs};
+use crate::engine::Engine;
+use crate::operators::OperatorRegistry;
 use crate::startup::Application;
 use crate::store::Db;
 use app::model::Role;
@@ -27,12 +29,66 @@ pub enum Command {
         #[command(subcommand)]
         action: UserCommand,
     },
+    /// Start a run of a pipeline.
+    Trigger {
+        pipeline: String,
+        /// Parameters as a JSON object, e.g. '{"export_root": "out"}'.
+        #[arg(long, default_value = "{}")]
+        conf: String,
+        /// Wait until the run ends and exit non-zero unless it succeeded.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        engine: crate::config::EngineArgs,
+    },
+    /// List recent runs.
+    Runs {
+        #[arg(long)]
+        pipeline: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Show one run: its tasks and their instances.
+    Run {
+        id: i64,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Check or list pipelines.
+    Pipelines {
+        #[command(subcommand)]
+        action: PipelinesCommand,
+    },
+    /// Run tasks for a scheduler elsewhere (PostgreSQL only): any number of these, on any machines.
+    Worker {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        engine: crate::config::EngineArgs,
+    },
     /// Serve the iMednet REST API simulator on its own (prints `LISTENING <port>` once bound).
     Simulate(SimulateArgs),
     /// Measure performance; prints JSON.
     Bench {
         #[command(subcommand)]
         target: BenchTarget,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelinesCommand {
+    /// Validate pipeline files; prints each error as file:line: message.
+    Check { files: Vec<std::path::PathBuf> },
+    /// List the pipelines this installation knows.
+    List {
+        #[command(flatten)]
+        storage: StorageArgs,
     },
 }
 
@@ -90,6 +146,25 @@ pub enum BenchTarget {
         #[arg(long, default_value_t = 100_000)]
         records: usize,
     },
+    /// Engine throughput (10,000 mapped no-ops), a 100-task chain's hop latency, worker scaling.
+    Engine {
+        #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
+        backend: String,
+        /// PostgreSQL server for --backend postgres (a fresh database is created on it).
+        #[arg(
+            long,
+            env = "TRIALFLOW_BENCH_POSTGRES",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        postgres: String,
+        #[arg(long, default_value_t = 10_000)]
+        instances: usize,
+        #[arg(long, default_value_t = 100)]
+        chain: usize,
+        /// Worker process counts to compare (PostgreSQL only).
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        worker_processes: Vec<usize>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +204,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::User { action } => user(action).await,
         Command::Simulate(args) => simulate(args).await,
+        Command::Trigger {
+            pipeline,
+            conf,
+            wait,
+            storage,
+            engine,
+        } => trigger(&pipeline, &conf, wait, &storage, &engine).await,
+        Command::Runs {
+            pipeline,
+            state,
+            limit,
+            storage,
+        } => runs(pipeline, state, limit, &storage).await,
+        Command::Run { id, storage } => show_run(id, &storage).await,
+        Command::Pipelines { action } => pipelines(action).await,
+        Command::Worker { storage, engine } => worker(&storage, &engine).await,
         Command::Bench { target } => bench(target).await,
     }
 }
@@ -162,11 +253,192 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn trigger(
+    pipeline: &str,
+    conf: &str,
+    wait: bool,
+    storage: &StorageArgs,
+    engine_args: &crate::config::EngineArgs,
+) -> anyhow::Result<()> {
+    let conf: serde_json::Value =
+        serde_json::from_str(conf).map_err(|e| anyhow::anyhow!("--conf is not JSON: {e}"))?;
+    let Some(conf) = conf.as_object().cloned() else {
+        anyhow::bail!("--conf must be a JSON object of parameters");
+    };
+    let db = open(storage).await?;
+    // No scheduler or workers here: the running server picks the run up.
+    let mut config = engine_args.config(&storage.data_dir, false);
+    config.workers = 0;
+    let engine = Engine::start(db, config, OperatorRegistry::with_builtin()).await?;
+    let run_id = engine.trigger(pipeline, conf, "cli", Vec::new()).await?;
+    println!("Run {run_id} of {pipeline} is queued.");
+    if wait {
+        let state = engine
+            .wait_for_run(run_id, std::time::Duration::from_secs(24 * 3600))
+            .await?;
+        println!("Run {run_id} ended: {state}.");
+        if state != app::state::RunState::Success {
+            anyhow::bail!("run {run_id} ended {state}");
+        }
+    }
+    engine.stop().await;
+    Ok(())
+}
+
+async fn runs(
+    pipeline: Option<String>,
+    state: Option<String>,
+    limit: i64,
+    storage: &StorageArgs,
+) -> anyhow::Result<()> {
+    let state = state
+        .map(|s| s.parse::<app::state::RunState>())
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let db = open(storage).await?;
+    let filter = crate::store::engine::RunFilter {
+        pipeline_id: pipeline,
+        state,
+        limit,
+        ..Default::default()
+    };
+    println!(
+        "{:>6}  {:<32} {:<9} {:<8} queued at (ms)",
+        "run", "pipeline", "state", "trigger"
+    );
+    for r in db.list_runs(&filter).await? {
+        println!(
+            "{:>6}  {:<32} {:<9} {:<8} {}",
+            r.id, r.pipeline_id, r.state, r.run_trigger, r.queued_at
+        );
+    }
+    Ok(())
+}
+
+async fn show_run(id: i64, storage: &StorageArgs) -> anyhow::Result<()> {
+    let db = open(storage).await?;
+    let run = db
+        .run_row(id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no run {id}"))?;
+    println!(
+        "Run {} of {}: {} (conf {})",
+        run.id, run.pipeline_id, run.state, run.conf
+    );
+    let mut by_task: std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>> =
+        Default::default();
+    for (task, state, n) in db.task_state_counts(id).await? {
+        *by_task.entry(task).or_default().entry(state).or_default() += n;
+    }
+    for (task, counts) in &by_task {
+        let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        println!("  {task}: {}", summary.join(", "));
+        let instances = db.instances(id, task).await?;
+        for ti in instances.iter().take(50) {
+            let key = ti.map_key.clone().unwrap_or_else(|| "-".into());
+            let detail = ti
+                .error
+                .clone()
+                .or_else(|| ti.output.clone())
+                .unwrap_or_default();
+            println!(
+                "    [{:>4}] {:<24} {:<16} try {}  {}",
+                ti.map_index,
+                key,
+                ti.state,
+                ti.try_number,
+                detail.chars().take(100).collect::<String>()
+            );
+        }
+        if instances.len() > 50 {
+            println!("    … {} more", instances.len() - 50);
+        }
+    }
+    Ok(())
+}
+
+async fn pipelines(action: PipelinesCommand) -> anyhow::Result<()> {
+    match action {
+        PipelinesCommand::Check { files } => {
+            let registry = OperatorRegistry::with_builtin();
+            let mut failed = 0;
+            for file in &files {
+                let name = file.display().to_string();
+                let source = std::fs::read_to_string(file)
+                    .map_err(|e| anyhow::anyhow!("{name}: cannot read: {e}"))?;
+                match crate::engine::spec::parse_pipeline(&name, &source, &registry) {
+                    Ok(p) => println!("{name}: ok ({} tasks)", p.order.len()),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("{e}");
+                    }
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} pipeline files have errors", files.len());
+            }
+        }
+        PipelinesCommand::List { storage } => {
+            let db = open(&storage).await?;
+            for row in db.pipeline_rows().await? {
+                println!(
+                    "{:<40} {:<8} {}",
+                    row.id,
+                    row.origin,
+                    if row.paused { "paused" } else { "" }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn worker(
+    storage: &StorageArgs,
+    engine_args: &crate::config::EngineArgs,
+) -> anyhow::Result<()> {
+    if !storage
+        .database_url
+        .as_deref()
+        .is_some_and(crate::store::is_postgres_url)
+    {
+        anyhow::bail!(
+            "`trialflow worker` needs PostgreSQL (set DATABASE_URL=postgres://…). With SQLite, `trialflow serve` runs all tasks itself."
+        );
+    }
+    let db = open(storage).await?;
+    let config = engine_args.config(&storage.data_dir, false);
+    let engine = Engine::start(db, config, OperatorRegistry::with_builtin()).await?;
+    println!(
+        "worker {} started with {} slots",
+        engine.config.worker_id, engine.config.workers
+    );
+    crate::startup::shutdown_signal().await;
+    engine.stop().await;
+    Ok(())
+}
+
 async fn bench(target: BenchTarget) -> anyhow::Result<()> {
     match target {
         BenchTarget::Imednet { records } => {
             let mut out = crate::imednet::bench::bench(records).await;
             out["large"] = crate::imednet::bench::large_last_page().await;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        BenchTarget::Engine {
+            backend,
+            postgres,
+            instances,
+            chain,
+            worker_processes,
+        } => {
+            let opts = crate::engine::bench::BenchOptions {
+                postgres: (backend == "postgres").then_some(postgres),
+                instances,
+                chain,
+                worker_processes,
+            };
+            let out = crate::engine::bench::run(opts).await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
     }

@@ -30,6 +30,8 @@ pub struct ServeArgs {
     /// Mark the session cookie Secure (set when served over HTTPS).
     #[arg(long, env = "TRIALFLOW_SECURE_COOKIES", default_value_t = false)]
     pub secure_cookies: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Demo mode: serve the iMednet simulator at /sim so exports work without an account.
     #[arg(long, env = "TRIALFLOW_DEMO", default_value_t = false)]
     pub demo: bool,
@@ -47,6 +49,7 @@ impl ServeArgs {
             site_root: None,
             session_idle_minutes: 480,
             secure_cookies: false,
+            engine: EngineArgs::default(),
             demo: false,
         }
     }
@@ -75,5 +78,60 @@ impl ServeArgs {
             }
         }
         PathBuf::from("target/site")
+    }
+}
+
+/// Engine settings shared by `serve` and `worker`.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// Folder of pipeline YAML files loaded beside the shipped ones.
+    #[arg(long, env = "TRIALFLOW_PIPELINES_DIR")]
+    pub pipelines_dir: Option<PathBuf>,
+    /// Tasks this process runs at once (0: no worker in this process).
+    #[arg(long, env = "TRIALFLOW_WORKERS", default_value_t = 16)]
+    pub workers: usize,
+    /// Labels this process's workers advertise (comma-separated).
+    #[arg(long, env = "TRIALFLOW_WORKER_LABELS", value_delimiter = ',')]
+    pub worker_labels: Vec<String>,
+    /// Most instances one mapped task may expand to.
+    #[arg(long, env = "TRIALFLOW_MAX_MAP_LENGTH", default_value_t = 10_000)]
+    pub max_map_length: usize,
+    /// Seconds after which an attempt whose worker stopped heartbeating is reclaimed.
+    #[arg(long, env = "TRIALFLOW_LEASE_SECONDS", default_value_t = 30)]
+    pub lease_seconds: u64,
+    /// Seconds between heartbeats.
+    #[arg(long, env = "TRIALFLOW_HEARTBEAT_SECONDS", default_value_t = 5)]
+    pub heartbeat_seconds: u64,
+}
+
+impl Default for EngineArgs {
+    fn default() -> Self {
+        EngineArgs {
+            pipelines_dir: None,
+            workers: 16,
+            worker_labels: Vec::new(),
+            max_map_length: 10_000,
+            lease_seconds: 30,
+            heartbeat_seconds: 5,
+        }
+    }
+}
+
+impl EngineArgs {
+    pub fn config(&self, data_dir: &Path, scheduler: bool) -> crate::engine::EngineConfig {
+        let mut c = crate::engine::EngineConfig::new(data_dir.to_path_buf());
+        c.scheduler = scheduler;
+        c.workers = self.workers;
+        c.worker_labels = self
+            .worker_labels
+            .iter()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        c.max_map_length = self.max_map_length;
+        c.lease_ms = i64::try_from(self.lease_seconds.max(1) * 1000).unwrap_or(30_000);
+        c.heartbeat_ms = self.heartbeat_seconds.max(1) * 1000;
+        c.pipelines_dir = self.pipelines_dir.clone();
+        c
     }
 }

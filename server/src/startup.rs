@@ -1,7 +1,9 @@
 //! Building and running the application; tests use the same path with port 0.
 use crate::backend::ServerBackend;
 use crate::config::ServeArgs;
+use crate::engine::Engine;
 use crate::http::{self, SessionSettings, session_store::DbSessionStore};
+use crate::operators::OperatorRegistry;
 use crate::store::Db;
 use anyhow::Context;
 use app::port::AppState;
@@ -19,6 +21,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     db: Db,
+    engine: Arc<Engine>,
     first_admin_password: Option<String>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -42,6 +45,14 @@ impl Application {
             std::env::var("TRIALFLOW_ADMIN_PASSWORD").ok(),
         )
         .await?;
+
+        let engine = Engine::start(
+            db.clone(),
+            args.engine.config(&args.storage.data_dir, true),
+            OperatorRegistry::with_builtin(),
+        )
+        .await
+        .context("starting the engine")?;
 
         let listener = TcpListener::bind(args.addr)
             .await
@@ -81,6 +92,7 @@ impl Application {
             listener,
             router,
             db,
+            engine,
             first_admin_password,
             background,
         })
@@ -98,6 +110,10 @@ impl Application {
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     /// The generated password of the admin created at this start, if one was.
@@ -120,6 +136,7 @@ impl Application {
         for task in self.background {
             task.abort();
         }
+        self.engine.stop().await;
         self.db.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -4,5 +4,6 @@ mod helpers;
 mod auth;
 mod engine;
 mod imednet_client;
+mod limits;
 mod server_fn_roles;
 mod storage;

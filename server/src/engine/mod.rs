@@ -3,6 +3,7 @@
 //! `Engine::start` loads pipelines and, as configured, runs the scheduler (one leader across
 //! processes) and a pool of workers. All state lives in the database; events announce every
 //! change in-process and, on PostgreSQL, to other processes.
+pub mod bench;
 pub mod catalog;
 pub mod duration;
 pub mod events;
