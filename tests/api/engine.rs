@@ -541,3 +541,105 @@ async fn command_operator_runs_a_process() {
     );
     t.engine.stop().await;
 }
+
+#[tokio::test]
+async fn labelled_tasks_run_only_on_matching_workers() {
+    let t = start_engine(Backend::Postgres, |c| {
+        c.worker_labels = vec!["general".into()]
+    })
+    .await;
+    t.register("id: gpu\ntasks:\n  any: { operator: noop }\n  needs_gpu: { operator: noop, labels: [gpu] }\n").await;
+    let run = t
+        .engine
+        .trigger("gpu", Default::default(), "t", vec![])
+        .await
+        .unwrap();
+    let mut events = t.engine.subscribe();
+    while t.tis(run, "any").await[0].state() != TaskState::Success {
+        let _ = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
+    }
+    // The general worker leaves the gpu task queued…
+    t.engine.tick().await.unwrap();
+    assert_eq!(states(&t.tis(run, "needs_gpu").await), [TaskState::Queued]);
+    // …until a worker with that label joins (another process would do the same).
+    let mut config = EngineConfig::new(t.dir.path().to_path_buf());
+    config.scheduler = false;
+    config.worker_labels = vec!["gpu".into()];
+    let gpu = Engine::start(t.db.clone(), config, OperatorRegistry::with_builtin())
+        .await
+        .unwrap();
+    assert_eq!(
+        t.engine
+            .wait_for_run(run, Duration::from_secs(30))
+            .await
+            .unwrap(),
+        RunState::Success
+    );
+    let ti = &t.tis(run, "needs_gpu").await[0];
+    assert_eq!(
+        t.db.attempts(ti.id).await.unwrap()[0].worker,
+        gpu.config.worker_id
+    );
+    gpu.stop().await;
+    t.engine.stop().await;
+}
+
+#[tokio::test]
+async fn cron_schedules_create_runs() {
+    let t = start_engine(Backend::Sqlite, |_| {}).await;
+    t.register("id: every_second\nschedule: \"* * * * * *\"\ntasks:\n  a: { operator: noop }\n")
+        .await;
+    let mut events = t.engine.subscribe();
+    let run_id = loop {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("a scheduled run")
+            .unwrap();
+        if e.kind == "run" && e.payload["state"] == "queued" {
+            break e.run_id.unwrap();
+        }
+    };
+    let run = t.db.run_row(run_id).await.unwrap().unwrap();
+    assert_eq!(
+        (run.pipeline_id.as_str(), run.run_trigger.as_str()),
+        ("every_second", "schedule")
+    );
+    assert!(
+        t.db.set_pipeline_paused("every_second", true)
+            .await
+            .unwrap()
+    );
+    t.engine.stop().await;
+}
+
+#[tokio::test]
+async fn only_admins_register_command_pipelines_and_the_default_pool_stays() {
+    let t = start_engine(Backend::Sqlite, |_| {}).await;
+    let yaml = "id: shell\ntasks:\n  run: { operator: command, args: { argv: [\"true\"] } }\n";
+    let err = t
+        .engine
+        .catalog
+        .register(&t.db, &t.engine.registry, "shell.yaml", yaml, "api", false)
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("only admins may register it"), "{err}");
+    assert!(
+        t.engine
+            .catalog
+            .register(&t.db, &t.engine.registry, "shell.yaml", yaml, "api", true)
+            .await
+            .is_ok()
+    );
+
+    assert!(
+        !t.db.delete_pool("default_pool").await.unwrap(),
+        "the default pool cannot be deleted"
+    );
+    let pools = t.db.pools().await.unwrap();
+    assert!(
+        pools
+            .iter()
+            .any(|p| p.name == "default_pool" && p.slots == 128 && p.builtin)
+    );
+    t.engine.stop().await;
+}

@@ -2,6 +2,7 @@
 mod helpers;
 
 mod auth;
+mod crash;
 mod engine;
 mod imednet_client;
 mod limits;

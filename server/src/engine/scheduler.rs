@@ -753,7 +753,10 @@ impl Engine {
 
 /// The next cron tick strictly after `after_ms`.
 pub fn next_tick(cron: &str, after_ms: i64) -> Option<i64> {
-    let parsed = croner::Cron::new(cron).parse().ok()?;
+    let parsed = croner::Cron::new(cron)
+        .with_seconds_optional()
+        .parse()
+        .ok()?;
     let after = chrono::DateTime::from_timestamp_millis(after_ms)?;
     parsed
         .find_next_occurrence(&after, false)

@@ -40,7 +40,8 @@ pub struct PipelineSpec {
     pub description: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
-    /// Cron expression; runs are created at its ticks (no catch-up of missed ticks).
+    /// Cron expression (five fields, or six with seconds first); runs are created at its ticks
+    /// (no catch-up of missed ticks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
     #[serde(default = "default_16")]
@@ -266,6 +267,7 @@ fn validate(
     }
     if let Some(cron) = &spec.schedule {
         croner::Cron::new(cron)
+            .with_seconds_optional()
             .parse()
             .map_err(|e| err(&["schedule"], format!("bad schedule '{cron}': {e}")))?;
     }
