@@ -6,5 +6,6 @@ mod crash;
 mod engine;
 mod imednet_client;
 mod limits;
+mod s3;
 mod server_fn_roles;
 mod storage;
