@@ -54,6 +54,11 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("invalid database URL: {0}")]
     Url(String),
+    #[error("cannot lock {path} for migrations: {source}")]
+    Lock {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -86,6 +91,7 @@ pub fn is_postgres_url(url: &str) -> bool {
 impl Db {
     /// Opens the database and brings its schema up to date.
     pub async fn connect(database_url: Option<&str>, data_dir: &Path) -> StoreResult<Db> {
+        let mut sqlite_file = None;
         let db = match database_url {
             Some(url) if is_postgres_url(url) => {
                 let options =
@@ -100,6 +106,7 @@ impl Db {
             Some(url) => {
                 let options = SqliteConnectOptions::from_str(url)
                     .map_err(|e| StoreError::Url(e.to_string()))?;
+                sqlite_file = Some(options.get_filename().to_path_buf());
                 Db::Sqlite(open_sqlite(options).await?)
             }
             None => {
@@ -108,8 +115,15 @@ impl Db {
                     source,
                 })?;
                 let options = SqliteConnectOptions::new().filename(data_dir.join("trialflow.db"));
+                sqlite_file = Some(data_dir.join("trialflow.db"));
                 Db::Sqlite(open_sqlite(options).await?)
             }
+        };
+        // sqlx locks migrations on PostgreSQL only; on SQLite two processes starting at once
+        // (a server and a CLI command) would both apply them. A file lock serialises them.
+        let _guard = match sqlite_file.filter(|f| f != Path::new(":memory:")) {
+            Some(file) => Some(lock_file(file.with_extension("db.migrate-lock")).await?),
+            None => None,
         };
         db.migrate().await?;
         Ok(db)
@@ -140,6 +154,29 @@ impl Db {
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
     }
+}
+
+/// An exclusive advisory lock on `path`, held until the returned guard is dropped.
+async fn lock_file(path: std::path::PathBuf) -> StoreResult<nix::fcntl::Flock<std::fs::File>> {
+    let describe = path.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| std::io::Error::from(errno))
+    })
+    .await
+    .map_err(|e| StoreError::Lock {
+        path: describe.clone(),
+        source: std::io::Error::other(e),
+    })?
+    .map_err(|source| StoreError::Lock {
+        path: describe,
+        source,
+    })
 }
 
 async fn open_sqlite(options: SqliteConnectOptions) -> StoreResult<SqlitePool> {
