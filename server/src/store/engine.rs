@@ -49,6 +49,22 @@ macro_rules! push_event {
     }};
 }
 
+/// Inserts one task instance inside a transaction.
+macro_rules! insert_instance {
+    ($tx:ident, $run_id:expr, $t:expr) => {{
+        let t: &NewTask = $t;
+        sqlx::query(
+            "INSERT INTO task_instances (run_id, task_id, map_index, map_key, state, max_tries, pool, pool_slots, \
+             priority, labels, input, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind($run_id).bind(&t.task_id).bind(t.map_index).bind(&t.map_key).bind(t.state.as_str())
+        .bind(t.max_tries).bind(&t.pool).bind(t.pool_slots).bind(t.priority).bind(&t.labels)
+        .bind(&t.input).bind(&t.error)
+        .execute(&mut *$tx)
+        .await?;
+    }};
+}
+
 /// Resets instances inside a transaction (shared by clear and mark).
 macro_rules! apply_clear {
     ($tx:ident, $run_id:expr, $reschedule:expr, $reset_tasks:expr) => {{
@@ -155,6 +171,9 @@ impl TiRow {
         self.state.parse().unwrap_or(TaskState::Failed)
     }
 }
+
+const RUN_COLUMNS: &str = "id, pipeline_id, state, conf, run_trigger, triggered_by, logical_date, labels, spec, \
+    queued_at, started_at, ended_at";
 
 const TI_COLUMNS: &str = "id, run_id, task_id, map_index, map_key, state, try_number, max_tries, pool, \
     pool_slots, priority, labels, input, output, error, queued_at, started_at, ended_at, next_attempt_at, \
@@ -396,13 +415,7 @@ impl Db {
                 .bind(run.logical_date).bind(&run.labels).bind(&run.spec).bind(now)
                 .fetch_one(&mut *tx).await?;
             for t in tasks {
-                sqlx::query(
-                    "INSERT INTO task_instances (run_id, task_id, map_index, map_key, state, max_tries, pool, pool_slots, \
-                     priority, labels, input, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
-                    .bind(run_id).bind(&t.task_id).bind(t.map_index).bind(&t.map_key).bind(t.state.as_str())
-                    .bind(t.max_tries).bind(&t.pool).bind(t.pool_slots).bind(t.priority).bind(&t.labels)
-                    .bind(&t.input).bind(&t.error)
-                    .execute(&mut *tx).await?;
+                insert_instance!(tx, run_id, t);
             }
             push_event!(tx, events, Some(run_id), "run", serde_json::json!({
                 "run_id": run_id, "pipeline_id": run.pipeline_id, "state": "queued"}));
@@ -411,26 +424,29 @@ impl Db {
     }
 
     pub async fn run_row(&self, id: i64) -> StoreResult<Option<RunRow>> {
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, RunRow>(
-            "SELECT id, pipeline_id, state, conf, run_trigger, triggered_by, logical_date, labels, spec, queued_at, \
-             started_at, ended_at FROM runs WHERE id = $1").bind(id).fetch_optional(pool).await)?)
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1");
+        Ok(
+            on_pool!(self, pool => sqlx::query_as::<_, RunRow>(&sql).bind(id).fetch_optional(pool).await)?,
+        )
     }
 
     /// Runs that are queued or running, oldest first.
     pub async fn active_runs(&self) -> StoreResult<Vec<RunRow>> {
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, RunRow>(
-            "SELECT id, pipeline_id, state, conf, run_trigger, triggered_by, logical_date, labels, spec, queued_at, \
-             started_at, ended_at FROM runs WHERE state IN ('queued', 'running') ORDER BY id").fetch_all(pool).await)?)
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE state IN ('queued', 'running') ORDER BY id"
+        );
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, RunRow>(&sql).fetch_all(pool).await)?)
     }
 
     pub async fn list_runs(&self, f: &RunFilter) -> StoreResult<Vec<RunRow>> {
         let limit = if f.limit <= 0 { 50 } else { f.limit.min(500) };
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, RunRow>(
-            "SELECT id, pipeline_id, state, conf, run_trigger, triggered_by, logical_date, labels, spec, queued_at, \
-             started_at, ended_at FROM runs \
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs \
              WHERE ($1 IS NULL OR pipeline_id = $1) AND ($2 IS NULL OR state = $2) \
                AND ($3 IS NULL OR queued_at >= $3) AND ($4 IS NULL OR queued_at < $4) \
-             ORDER BY id DESC LIMIT $5 OFFSET $6")
+             ORDER BY id DESC LIMIT $5 OFFSET $6"
+        );
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, RunRow>(&sql)
             .bind(&f.pipeline_id).bind(f.state.map(|s| s.as_str())).bind(f.since).bind(f.until)
             .bind(limit).bind(f.offset.max(0))
             .fetch_all(pool).await)?)
@@ -563,13 +579,7 @@ impl Db {
                 .bind(placeholder_id).execute(&mut *tx).await?.rows_affected();
             if n == 1 {
                 for t in instances {
-                    sqlx::query(
-                        "INSERT INTO task_instances (run_id, task_id, map_index, map_key, state, max_tries, pool, pool_slots, \
-                         priority, labels, input, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
-                        .bind(run_id).bind(&t.task_id).bind(t.map_index).bind(&t.map_key).bind(t.state.as_str())
-                        .bind(t.max_tries).bind(&t.pool).bind(t.pool_slots).bind(t.priority).bind(&t.labels)
-                        .bind(&t.input).bind(&t.error)
-                        .execute(&mut *tx).await?;
+                    insert_instance!(tx, run_id, t);
                 }
                 push_event!(tx, events, Some(run_id), "expanded", serde_json::json!({
                     "run_id": run_id, "task_id": task_id, "count": instances.len()}));
