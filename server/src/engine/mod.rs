@@ -276,11 +276,7 @@ impl Engine {
         let mut events = self.subscribe();
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let run = self
-                .db
-                .run_row(run_id)
-                .await?
-                .ok_or_else(|| EngineError::NotFound(format!("run {run_id}")))?;
+            let run = self.load_run(run_id).await?;
             if run.state().is_terminal() {
                 return Ok(run.state());
             }
@@ -314,11 +310,7 @@ impl Engine {
 
     /// Clears instances so they run again. Returns how many instances were reset.
     pub async fn clear(&self, run_id: i64, req: &ClearRequest) -> Result<usize, EngineError> {
-        let run = self
-            .db
-            .run_row(run_id)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(format!("run {run_id}")))?;
+        let run = self.load_run(run_id).await?;
         let pipeline = self.run_pipeline(&run)?;
         let task = pipeline.task(&req.task_id).ok_or_else(|| {
             EngineError::NotFound(format!("task '{}' in run {run_id}", req.task_id))
@@ -397,11 +389,7 @@ impl Engine {
         }
         // Marked successful: what the failure had blocked may run now.
         let unblock = if state == TaskState::Success {
-            let run = self
-                .db
-                .run_row(run_id)
-                .await?
-                .ok_or_else(|| EngineError::NotFound(format!("run {run_id}")))?;
+            let run = self.load_run(run_id).await?;
             let pipeline = self.run_pipeline(&run)?;
             self.downstream_resets(&run, &pipeline, task_id, false)
                 .await?
@@ -454,6 +442,13 @@ impl Engine {
             }
         }
         Ok(resets)
+    }
+
+    async fn load_run(&self, run_id: i64) -> Result<RunRow, EngineError> {
+        self.db
+            .run_row(run_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("run {run_id}")))
     }
 
     /// The definition a run was created with (cached).
