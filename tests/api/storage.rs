@@ -180,7 +180,7 @@ async fn sessions_are_stored_loaded_and_deleted() {
 #[tokio::test]
 async fn two_processes_opening_a_new_sqlite_file_at_once_both_succeed() {
     // Each open takes the migration lock through its own file handle, as two processes would.
-    for _ in 0..5 {
+    for _ in 0..20 {
         let dir = tempfile::tempdir().expect("dir");
         let (a, b) = tokio::join!(Db::connect(None, dir.path()), Db::connect(None, dir.path()));
         a.expect("first opener");

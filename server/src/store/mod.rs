@@ -91,8 +91,7 @@ pub fn is_postgres_url(url: &str) -> bool {
 impl Db {
     /// Opens the database and brings its schema up to date.
     pub async fn connect(database_url: Option<&str>, data_dir: &Path) -> StoreResult<Db> {
-        let mut sqlite_file = None;
-        let db = match database_url {
+        let options = match database_url {
             Some(url) if is_postgres_url(url) => {
                 let options =
                     PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
@@ -101,30 +100,31 @@ impl Db {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(options)
                     .await?;
-                Db::Postgres(pool)
+                // sqlx serialises PostgreSQL migrations itself (advisory lock).
+                let db = Db::Postgres(pool);
+                db.migrate().await?;
+                return Ok(db);
             }
             Some(url) => {
-                let options = SqliteConnectOptions::from_str(url)
-                    .map_err(|e| StoreError::Url(e.to_string()))?;
-                sqlite_file = Some(options.get_filename().to_path_buf());
-                Db::Sqlite(open_sqlite(options).await?)
+                SqliteConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?
             }
             None => {
                 std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
                     path: data_dir.display().to_string(),
                     source,
                 })?;
-                let options = SqliteConnectOptions::new().filename(data_dir.join("trialflow.db"));
-                sqlite_file = Some(data_dir.join("trialflow.db"));
-                Db::Sqlite(open_sqlite(options).await?)
+                SqliteConnectOptions::new().filename(data_dir.join("trialflow.db"))
             }
         };
-        // sqlx locks migrations on PostgreSQL only; on SQLite two processes starting at once
-        // (a server and a CLI command) would both apply them. A file lock serialises them.
-        let _guard = match sqlite_file.filter(|f| f != Path::new(":memory:")) {
-            Some(file) => Some(lock_file(file.with_extension("db.migrate-lock")).await?),
-            None => None,
+        // Opening (which switches the file to WAL) and migrating must not overlap with another
+        // process doing the same, e.g. a server and a CLI command starting on a new database.
+        // sqlx has no cross-process migration lock for SQLite, so a lock file serialises them.
+        let file = options.get_filename().to_path_buf();
+        let _guard = match file != Path::new(":memory:") {
+            true => Some(lock_file(file.with_extension("db.migrate-lock")).await?),
+            false => None,
         };
+        let db = Db::Sqlite(open_sqlite(options).await?);
         db.migrate().await?;
         Ok(db)
     }
