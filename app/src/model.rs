@@ -106,6 +106,223 @@ pub struct PasswordReset {
     pub one_time_password: Option<String>,
 }
 
+/// The kinds of connection and the fields each one has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectionKind {
+    /// The iMednet EDC REST API.
+    Imednet,
+    /// S3 or an S3-compatible object store.
+    Aws,
+}
+
+/// One input of a connection form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionField {
+    pub name: &'static str,
+    pub label: &'static str,
+    /// Encrypted at rest, write-only in the UI, shown as `***`.
+    pub secret: bool,
+    /// A checkbox instead of a text input.
+    pub flag: bool,
+    pub hint: &'static str,
+}
+
+const fn field(name: &'static str, label: &'static str, hint: &'static str) -> ConnectionField {
+    ConnectionField {
+        name,
+        label,
+        secret: false,
+        flag: false,
+        hint,
+    }
+}
+
+const fn secret(name: &'static str, label: &'static str, hint: &'static str) -> ConnectionField {
+    ConnectionField {
+        name,
+        label,
+        secret: true,
+        flag: false,
+        hint,
+    }
+}
+
+const IMEDNET_FIELDS: &[ConnectionField] = &[
+    field(
+        "base_url",
+        "Base URL",
+        "Blank: IMEDNET_BASE_URL, else https://edc.prod.imednetapi.com",
+    ),
+    secret("api_key", "API key", "Blank: IMEDNET_API_KEY"),
+    secret(
+        "security_key",
+        "Security key",
+        "Blank: IMEDNET_SECURITY_KEY",
+    ),
+    field(
+        "extra",
+        "Extra (JSON)",
+        "Client options, e.g. {\"timeout_seconds\": 60, \"requests_per_second\": 5}",
+    ),
+];
+
+const AWS_FIELDS: &[ConnectionField] = &[
+    secret("access_key_id", "Access key id", ""),
+    secret("secret_access_key", "Secret access key", ""),
+    field("region", "Region", "Blank: us-east-1"),
+    field(
+        "endpoint_url",
+        "Endpoint URL",
+        "For S3-compatible servers (MinIO, Ceph); blank for AWS",
+    ),
+    ConnectionField {
+        name: "path_style",
+        label: "Path-style addressing",
+        secret: false,
+        flag: true,
+        hint: "Needed by most S3-compatible servers",
+    },
+    field(
+        "bucket",
+        "Default bucket",
+        "Checked by \"Test\"; used when a task names no bucket",
+    ),
+];
+
+impl ConnectionKind {
+    pub const ALL: [ConnectionKind; 2] = [ConnectionKind::Imednet, ConnectionKind::Aws];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionKind::Imednet => "imednet",
+            ConnectionKind::Aws => "aws",
+        }
+    }
+
+    /// The id operators use when a task names no connection.
+    pub fn default_id(self) -> &'static str {
+        match self {
+            ConnectionKind::Imednet => "imednet_default",
+            ConnectionKind::Aws => "aws_default",
+        }
+    }
+
+    pub fn fields(self) -> &'static [ConnectionField] {
+        match self {
+            ConnectionKind::Imednet => IMEDNET_FIELDS,
+            ConnectionKind::Aws => AWS_FIELDS,
+        }
+    }
+
+    pub fn field(self, name: &str) -> Option<&'static ConnectionField> {
+        self.fields().iter().find(|f| f.name == name)
+    }
+}
+
+impl fmt::Display for ConnectionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ConnectionKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "imednet" => Ok(ConnectionKind::Imednet),
+            "aws" | "s3" => Ok(ConnectionKind::Aws),
+            other => Err(format!(
+                "unknown connection kind '{other}': expected imednet or aws"
+            )),
+        }
+    }
+}
+
+/// Whether a secret field has a value, and where it comes from. Never the value itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretStatus {
+    pub field: String,
+    pub configured: bool,
+    /// `connection`, `env` (a fallback variable) or `missing`.
+    pub source: String,
+}
+
+/// A connection as the Connections page shows it: settings in clear, secrets as `***` flags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionInfo {
+    pub conn_id: String,
+    pub kind: ConnectionKind,
+    pub description: String,
+    /// Non-secret fields in the kind's field order; absent ones are blank.
+    pub settings: Vec<(String, String)>,
+    pub secrets: Vec<SecretStatus>,
+    pub updated_at: i64,
+    pub updated_by: String,
+}
+
+impl ConnectionInfo {
+    pub fn setting(&self, name: &str) -> &str {
+        self.settings
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// A create or edit form. Secret fields left blank keep the stored value; `clear` lists the
+/// secret fields to erase instead.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConnectionInput {
+    pub conn_id: String,
+    pub kind: String,
+    /// `true` when creating: an existing id is then an error instead of an edit.
+    pub create: bool,
+    pub description: String,
+    pub base_url: Option<String>,
+    pub api_key: Option<String>,
+    pub security_key: Option<String>,
+    pub extra: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub path_style: Option<String>,
+    pub bucket: Option<String>,
+    pub clear: Vec<String>,
+}
+
+impl ConnectionInput {
+    /// The submitted value of a field by name (`None` when the form did not send it).
+    pub fn value(&self, name: &str) -> Option<&str> {
+        match name {
+            "base_url" => self.base_url.as_deref(),
+            "api_key" => self.api_key.as_deref(),
+            "security_key" => self.security_key.as_deref(),
+            "extra" => self.extra.as_deref(),
+            "access_key_id" => self.access_key_id.as_deref(),
+            "secret_access_key" => self.secret_access_key.as_deref(),
+            "region" => self.region.as_deref(),
+            "endpoint_url" => self.endpoint_url.as_deref(),
+            "path_style" => self.path_style.as_deref(),
+            "bucket" => self.bucket.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Outcome of "Test connection".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionTest {
+    pub conn_id: String,
+    pub ok: bool,
+    pub message: String,
+    pub latency_ms: u64,
+    /// Studies listed (iMednet).
+    pub count: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,10 @@
 //! The port through which server functions reach the engine and storage. The `server` crate
 //! implements [`Backend`] and puts an [`AppState`] into the router state.
 use crate::error::AppError;
-use crate::model::{AuthContext, CurrentUser, Health, PasswordReset, Role, UserInfo};
+use crate::model::{
+    AuthContext, ConnectionInfo, ConnectionInput, ConnectionTest, CurrentUser, Health,
+    PasswordReset, Role, UserInfo,
+};
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 use leptos::prelude::*;
@@ -37,6 +40,28 @@ pub trait Backend: Send + Sync + 'static {
         user_id: i64,
         password: Option<String>,
     ) -> Result<PasswordReset, AppError>;
+
+    async fn list_connections(&self) -> Result<Vec<ConnectionInfo>, AppError>;
+    async fn describe_connection(&self, conn_id: &str) -> Result<serde_json::Value, AppError>;
+    async fn save_connection(
+        &self,
+        actor: &CurrentUser,
+        input: ConnectionInput,
+    ) -> Result<ConnectionInfo, AppError>;
+    async fn delete_connection(&self, actor: &CurrentUser, conn_id: &str) -> Result<(), AppError>;
+    async fn test_connection(
+        &self,
+        actor: &CurrentUser,
+        conn_id: &str,
+    ) -> Result<ConnectionTest, AppError>;
+
+    /// Queues a run; returns its id.
+    async fn trigger_run(
+        &self,
+        actor: &CurrentUser,
+        pipeline_id: &str,
+        conf: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<i64, AppError>;
 }
 
 #[derive(Clone, FromRef)]

@@ -1,8 +1,8 @@
 use crate::api::session::whoami;
 use crate::components::layout::Layout;
 use crate::pages::{
-    dashboard::DashboardPage, login::LoginPage, not_found::NotFound, placeholders::*,
-    users::UsersPage,
+    connections::ConnectionsPage, dashboard::DashboardPage, login::LoginPage, not_found::NotFound,
+    placeholders::*, users::UsersPage,
 };
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};

@@ -1,13 +1,21 @@
 //! The server's side of the UI's port: the one place where server functions meet storage.
 use crate::bootstrap::normalize_username;
+use crate::connections::{ConnectionError, Connections};
+use crate::engine::{Engine, EngineError};
 use crate::passwords;
 use crate::store::{Db, StoreError};
 use app::error::AppError;
-use app::model::{CurrentUser, DatabaseHealth, Health, PasswordReset, Role, UserInfo};
+use app::model::{
+    ConnectionInfo, ConnectionInput, ConnectionTest, CurrentUser, DatabaseHealth, Health,
+    PasswordReset, Role, UserInfo,
+};
 use app::port::Backend;
+use std::sync::Arc;
 
 pub struct ServerBackend {
     pub db: Db,
+    pub engine: Arc<Engine>,
+    pub connections: Arc<Connections>,
 }
 
 /// Logs the real cause and hands the browser a reference to find it.
@@ -20,6 +28,41 @@ fn internal(err: impl std::fmt::Display) -> AppError {
 impl From<StoreError> for AppError {
     fn from(err: StoreError) -> Self {
         internal(err)
+    }
+}
+
+impl From<ConnectionError> for AppError {
+    fn from(err: ConnectionError) -> Self {
+        match err {
+            ConnectionError::NotFound(id) => AppError::NotFound(format!("Connection `{id}`")),
+            ConnectionError::Exists(_) => AppError::Conflict(err.to_string()),
+            ConnectionError::Invalid { field, message } => AppError::Invalid { field, message },
+            ConnectionError::WrongKind { .. } | ConnectionError::Missing { .. } => {
+                AppError::Conflict(err.to_string())
+            }
+            ConnectionError::Secret(_) | ConnectionError::Store(_) => internal(err),
+        }
+    }
+}
+
+impl From<EngineError> for AppError {
+    fn from(err: EngineError) -> Self {
+        match err {
+            EngineError::NotFound(what) => AppError::NotFound(what),
+            EngineError::Params(errors) => match errors.as_slice() {
+                [one] => AppError::invalid(one.param.clone(), one.message.clone()),
+                _ => AppError::invalid(
+                    "conf",
+                    errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+            },
+            EngineError::Invalid(message) => AppError::Conflict(message),
+            other => internal(other),
+        }
     }
 }
 
@@ -204,5 +247,85 @@ impl Backend for ServerBackend {
             username: row.username,
             one_time_password: generated.then_some(password),
         })
+    }
+
+    async fn list_connections(&self) -> Result<Vec<ConnectionInfo>, AppError> {
+        Ok(self.connections.list().await?)
+    }
+
+    async fn describe_connection(&self, conn_id: &str) -> Result<serde_json::Value, AppError> {
+        Ok(self.connections.describe(conn_id).await?)
+    }
+
+    async fn save_connection(
+        &self,
+        actor: &CurrentUser,
+        input: ConnectionInput,
+    ) -> Result<ConnectionInfo, AppError> {
+        let info = self.connections.save(&input, &actor.username).await?;
+        // Which fields changed, never their values.
+        let secrets_set: Vec<&str> = info
+            .kind
+            .fields()
+            .iter()
+            .filter(|f| f.secret && input.value(f.name).is_some_and(|v| !v.trim().is_empty()))
+            .map(|f| f.name)
+            .collect();
+        let action = if input.create {
+            "connection.create"
+        } else {
+            "connection.update"
+        };
+        self.audit(
+            actor,
+            action,
+            &info.conn_id,
+            serde_json::json!({"kind": info.kind, "secrets_set": secrets_set, "secrets_cleared": input.clear}),
+        )
+        .await?;
+        Ok(info)
+    }
+
+    async fn delete_connection(&self, actor: &CurrentUser, conn_id: &str) -> Result<(), AppError> {
+        self.connections.delete(conn_id).await?;
+        self.audit(actor, "connection.delete", conn_id, serde_json::json!({}))
+            .await
+    }
+
+    async fn test_connection(
+        &self,
+        actor: &CurrentUser,
+        conn_id: &str,
+    ) -> Result<ConnectionTest, AppError> {
+        let result = self.connections.test(conn_id).await?;
+        self.audit(
+            actor,
+            "connection.test",
+            conn_id,
+            serde_json::json!({"ok": result.ok, "latency_ms": result.latency_ms}),
+        )
+        .await?;
+        Ok(result)
+    }
+
+    async fn trigger_run(
+        &self,
+        actor: &CurrentUser,
+        pipeline_id: &str,
+        conf: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<i64, AppError> {
+        let detail = serde_json::Value::Object(conf.clone());
+        let run_id = self
+            .engine
+            .trigger(pipeline_id, conf, &actor.username, Vec::new())
+            .await?;
+        self.audit(
+            actor,
+            "run.trigger",
+            &format!("{pipeline_id} run {run_id}"),
+            self.connections.known_secrets().redact_json(&detail),
+        )
+        .await?;
+        Ok(run_id)
     }
 }

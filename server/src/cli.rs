@@ -65,6 +65,11 @@ pub enum Command {
         #[command(subcommand)]
         action: PipelinesCommand,
     },
+    /// Connections: list them (secrets as ***) and rotate the key that encrypts their secrets.
+    Connections {
+        #[command(subcommand)]
+        action: ConnectionsCommand,
+    },
     /// Run tasks for a scheduler elsewhere (PostgreSQL only): any number of these, on any machines.
     Worker {
         #[command(flatten)]
@@ -78,6 +83,33 @@ pub enum Command {
     Bench {
         #[command(subcommand)]
         target: BenchTarget,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionsCommand {
+    /// List connections with their settings and which secrets are configured.
+    List {
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Print one connection as the provider's describe_connection() JSON.
+    Describe {
+        conn_id: String,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Add a new active key to <data dir>/secret.key and re-encrypt every stored secret with it.
+    /// Running servers pick the new key up on their next use of a re-encrypted value.
+    RotateKey {
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Re-encrypt every secret not under the active key (after putting a new key first in
+    /// TRIALFLOW_SECRET_KEY).
+    Reencrypt {
+        #[command(flatten)]
+        storage: StorageArgs,
     },
 }
 
@@ -165,6 +197,41 @@ pub enum BenchTarget {
         #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
         worker_processes: Vec<usize>,
     },
+    /// Export records/s and peak memory per format and study size (each export in its own
+    /// process, so peaks are comparable), and the Python SDK's export_to_csv for a ratio.
+    Export {
+        /// Study sizes in records.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+        sizes: Vec<usize>,
+        #[arg(long, value_delimiter = ',', default_value = "csv,parquet")]
+        formats: Vec<String>,
+        /// Variables answered per record.
+        #[arg(long, default_value_t = 60)]
+        variables: usize,
+        /// Study size the SDK exports (0 skips it).
+        #[arg(long, default_value_t = 100_000)]
+        sdk_records: usize,
+        /// Python with the imednet SDK installed.
+        #[arg(long, default_value = ".venv/bin/python")]
+        python: std::path::PathBuf,
+        #[arg(long, default_value = "tests/sdk/bench_export.py")]
+        sdk_script: std::path::PathBuf,
+    },
+    /// One export in this process (used by `bench export`); prints JSON.
+    #[command(hide = true)]
+    ExportWorker {
+        #[arg(long)]
+        base_url: String,
+        #[arg(long)]
+        study: String,
+        #[arg(long)]
+        format: String,
+        #[arg(long)]
+        output: std::path::PathBuf,
+        /// Export options as JSON (the operator's `export_kwargs`).
+        #[arg(long, default_value = "{}")]
+        options: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,6 +287,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { id, storage } => show_run(id, &storage).await,
         Command::Pipelines { action } => pipelines(action).await,
         Command::Worker { storage, engine } => worker(&storage, &engine).await,
+        Command::Connections { action } => connections(action).await,
         Command::Bench { target } => bench(target).await,
     }
 }
@@ -237,6 +305,61 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     app.run_until_stopped(crate::startup::shutdown_signal())
         .await
+}
+
+async fn connections(action: ConnectionsCommand) -> anyhow::Result<()> {
+    use crate::connections::{Connections, EnvFallback};
+    let storage = match &action {
+        ConnectionsCommand::List { storage }
+        | ConnectionsCommand::Describe { storage, .. }
+        | ConnectionsCommand::RotateKey { storage }
+        | ConnectionsCommand::Reencrypt { storage } => storage,
+    };
+    let db = open(storage).await?;
+    let keys = crate::secrets::KeyRing::load_or_create(&storage.data_dir)?;
+    let conns = Connections::new(db, keys, EnvFallback::from_process());
+    match action {
+        ConnectionsCommand::List { .. } => {
+            for c in conns.list().await? {
+                let secrets: Vec<String> = c
+                    .secrets
+                    .iter()
+                    .map(|s| match s.configured {
+                        true => format!("{}=*** ({})", s.field, s.source),
+                        false => format!("{}=(not configured)", s.field),
+                    })
+                    .collect();
+                let settings: Vec<String> = c
+                    .settings
+                    .iter()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                println!(
+                    "{:<24} {:<8} {} {}",
+                    c.conn_id,
+                    c.kind,
+                    settings.join(" "),
+                    secrets.join(" ")
+                );
+            }
+        }
+        ConnectionsCommand::Describe { conn_id, .. } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&conns.describe(&conn_id).await?)?
+            );
+        }
+        ConnectionsCommand::RotateKey { .. } => {
+            let (key_id, count) = conns.rotate_key().await?;
+            println!("New active key {key_id}; re-encrypted {count} secret values.");
+        }
+        ConnectionsCommand::Reencrypt { .. } => {
+            let count = conns.reencrypt_all().await?;
+            println!("Re-encrypted {count} secret values with the active key.");
+        }
+    }
+    Ok(())
 }
 
 async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
@@ -440,6 +563,39 @@ async fn bench(target: BenchTarget) -> anyhow::Result<()> {
             };
             let out = crate::engine::bench::run(opts).await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        BenchTarget::Export {
+            sizes,
+            formats,
+            variables,
+            sdk_records,
+            python,
+            sdk_script,
+        } => {
+            let opts = crate::export::bench::BenchOptions {
+                sizes,
+                formats,
+                variables,
+                sdk_records,
+                python,
+                sdk_script,
+            };
+            let out = crate::export::bench::run(opts).await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        BenchTarget::ExportWorker {
+            base_url,
+            study,
+            format,
+            output,
+            options,
+        } => {
+            let options: serde_json::Value = serde_json::from_str(&options)
+                .map_err(|e| anyhow::anyhow!("--options is not JSON: {e}"))?;
+            let out =
+                crate::export::bench::export_once(&base_url, &study, &format, output, &options)
+                    .await?;
+            println!("{out}");
         }
     }
     Ok(())

@@ -102,6 +102,10 @@ pub struct EngineArgs {
     /// Seconds between heartbeats.
     #[arg(long, env = "TRIALFLOW_HEARTBEAT_SECONDS", default_value_t = 5)]
     pub heartbeat_seconds: u64,
+    /// Folder local exports are written under (default `<data dir>/exports`); output paths
+    /// outside it are refused.
+    #[arg(long, env = "TRIALFLOW_EXPORT_ROOT")]
+    pub export_root: Option<PathBuf>,
 }
 
 impl Default for EngineArgs {
@@ -113,6 +117,7 @@ impl Default for EngineArgs {
             max_map_length: 10_000,
             lease_seconds: 30,
             heartbeat_seconds: 5,
+            export_root: None,
         }
     }
 }
@@ -132,6 +137,9 @@ impl EngineArgs {
         c.lease_ms = i64::try_from(self.lease_seconds.max(1) * 1000).unwrap_or(30_000);
         c.heartbeat_ms = self.heartbeat_seconds.max(1) * 1000;
         c.pipelines_dir = self.pipelines_dir.clone();
+        if let Some(root) = &self.export_root {
+            c.export_root = root.clone();
+        }
         c
     }
 }

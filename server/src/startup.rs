@@ -68,7 +68,11 @@ impl Application {
             .build();
         let app_state = AppState {
             leptos_options,
-            backend: Arc::new(ServerBackend { db: db.clone() }),
+            backend: Arc::new(ServerBackend {
+                db: db.clone(),
+                engine: engine.clone(),
+                connections: engine.connections().clone(),
+            }),
         };
         let mut router = http::router(
             app_state,
@@ -84,7 +88,18 @@ impl Application {
             router = axum::Router::new()
                 .nest(DEMO_SIMULATOR_PATH, crate::imednet::router(sim))
                 .merge(router);
-            tracing::info!(base_url = %format!("http://{local}{DEMO_SIMULATOR_PATH}"), "demo iMednet simulator mounted");
+            // The engine calls the simulator over loopback even when serving on 0.0.0.0.
+            let mut sim_addr = local;
+            if sim_addr.ip().is_unspecified() {
+                sim_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let base_url = format!("http://{sim_addr}{DEMO_SIMULATOR_PATH}");
+            engine
+                .connections()
+                .ensure_demo(&base_url)
+                .await
+                .context("creating the demo connection")?;
+            tracing::info!(%base_url, "demo iMednet simulator mounted; connection imednet_default points at it");
         }
         let background = vec![spawn_session_sweeper(db.clone())];
         tracing::info!(addr = %local, backend = db.backend_name(), site_root = %site_root.display(), "ready");

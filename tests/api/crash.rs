@@ -10,7 +10,7 @@ use trialflow::store::Db;
 const PIPELINE: &str = "id: crash\nmax_active_tasks: 4\ntasks:\n  work:\n    operator: sleep\n    retries: 2\n    retry_delay: 100ms\n    expand_kwargs: [{seconds: 1.5}, {seconds: 1.5}, {seconds: 1.5}, {seconds: 1.5}, {seconds: 0.2}, {seconds: 0.2}]\n  after: { operator: noop, upstream: [work] }\n";
 
 /// The binary `cargo leptos build` (or `cargo build`) produced next to this test binary.
-fn binary() -> PathBuf {
+pub fn binary() -> PathBuf {
     if let Ok(p) = std::env::var("TRIALFLOW_BIN") {
         return PathBuf::from(p);
     }

@@ -10,6 +10,8 @@ pub const PASSWORD: &str = "integration-test-password";
 pub struct TestApp {
     pub base: String,
     pub db: Db,
+    pub engine: Arc<trialflow::engine::Engine>,
+    pub data_dir: std::path::PathBuf,
     _dir: Arc<tempfile::TempDir>,
 }
 
@@ -74,7 +76,7 @@ pub async fn spawn_demo_app() -> TestApp {
     spawn_with(Backend::Sqlite, |args| args.demo = true).await
 }
 
-async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
+pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = fresh_database(backend).await;
     let mut args = ServeArgs::for_tests(dir.path(), url);
@@ -82,10 +84,13 @@ async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut ServeArgs)) ->
     let app = Application::build(args).await.expect("application builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let db = app.db().clone();
+    let engine = app.engine().clone();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     TestApp {
         base,
         db,
+        engine,
+        data_dir: dir.path().to_path_buf(),
         _dir: Arc::new(dir),
     }
 }

@@ -2,10 +2,13 @@
 mod helpers;
 
 mod auth;
+mod connections;
 mod crash;
 mod engine;
+mod exports;
 mod imednet_client;
 mod limits;
+mod no_leak;
 mod s3;
 mod server_fn_roles;
 mod storage;

@@ -15,13 +15,13 @@ use trialflow::secrets::SecretString;
 const SECRET: &str = "moto-secret-access-key-never-printed";
 
 /// A running moto_server; killed and reaped on drop.
-struct Moto {
+pub struct Moto {
     child: Child,
     port: u16,
 }
 
 impl Moto {
-    fn start() -> Moto {
+    pub fn start() -> Moto {
         Self::start_with_env(&[])
     }
 
@@ -64,11 +64,11 @@ impl Moto {
         }
     }
 
-    fn endpoint(&self) -> String {
+    pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn store(&self) -> S3Store {
+    pub fn store(&self) -> S3Store {
         S3Store::new(&connection(Some(self.endpoint()), "AKIDMOTOTEST")).expect("store")
     }
 }

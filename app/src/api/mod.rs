@@ -6,6 +6,8 @@
 //! (`viewer`, `user`, `op`, `admin`). The server refuses a caller below that role before the
 //! arguments are even read, and the function checks again itself. The only exception is
 //! `/api/public/whoami`, which answers "nobody" to anonymous callers.
+pub mod connections;
+pub mod runs;
 pub mod session;
 pub mod system;
 pub mod users;

@@ -1,4 +1,5 @@
 //! One file per page.
+pub mod connections;
 pub mod dashboard;
 pub mod login;
 pub mod not_found;

@@ -30,11 +30,6 @@ pub fn FlowsPage() -> impl IntoView {
 }
 
 #[component]
-pub fn ConnectionsPage() -> impl IntoView {
-    view! { <EmptyPage title="Connections" empty="No connections are configured yet."/> }
-}
-
-#[component]
 pub fn PoolsPage() -> impl IntoView {
     view! { <EmptyPage title="Pools" empty="No pools are configured yet."/> }
 }

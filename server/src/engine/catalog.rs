@@ -17,6 +17,10 @@ const BUILTIN: &[(&str, &str)] = &[
         "builtin/example_retries.yaml",
         include_str!("../../pipelines/example_retries.yaml"),
     ),
+    (
+        "builtin/imednet_multi_study_reference.yaml",
+        include_str!("../../pipelines/imednet_multi_study_reference.yaml"),
+    ),
 ];
 
 #[derive(Default)]
@@ -141,5 +145,47 @@ impl Catalog {
             }
         }
         errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_pipeline_is_valid() {
+        let registry = OperatorRegistry::with_builtin();
+        for (file, source) in BUILTIN {
+            let p = parse_pipeline(file, source, &registry)
+                .unwrap_or_else(|e| panic!("{file} does not load: {e}"));
+            assert!(!p.admin_only, "{file} must be runnable without an admin");
+        }
+    }
+
+    #[test]
+    fn the_reference_pipeline_matches_the_seed() {
+        let (file, source) = BUILTIN
+            .iter()
+            .find(|(f, _)| f.ends_with("imednet_multi_study_reference.yaml"))
+            .expect("shipped");
+        let p = parse_pipeline(file, source, &OperatorRegistry::with_builtin()).expect("valid");
+        assert_eq!((p.spec.max_active_runs, p.spec.max_active_tasks), (1, 8));
+        let discover = p.task("discover_studies").expect("discovery");
+        assert_eq!(discover.retries, 1);
+        assert_eq!(discover.retry_delay.to_string(), "2m");
+        assert_eq!(
+            discover.execution_timeout.map(|d| d.to_string()).as_deref(),
+            Some("5m")
+        );
+        let export = p.task("export_records").expect("export");
+        assert_eq!(export.operator, "imednet.export");
+        assert_eq!(export.pool, "imednet_exports");
+        assert_eq!(export.retries, 3);
+        assert_eq!(export.retry_delay.to_string(), "10m");
+        assert_eq!(
+            export.execution_timeout.map(|d| d.to_string()).as_deref(),
+            Some("30m")
+        );
+        assert_eq!(p.upstream["export_records"], vec!["discover_studies"]);
     }
 }

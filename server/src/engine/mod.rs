@@ -14,7 +14,9 @@ pub mod spec;
 pub mod template;
 mod worker;
 
+use crate::connections::{Connections, EnvFallback};
 use crate::operators::{OperatorRegistry, Services};
+use crate::secrets::KeyRing;
 use crate::store::engine::{EngineEvent, NewRun, Resets, RunRow};
 use crate::store::{Db, StoreError, now_ms};
 use app::state::{RunState, TaskState};
@@ -70,6 +72,8 @@ pub struct EngineConfig {
     pub claim_batch: i64,
     pub pipelines_dir: Option<PathBuf>,
     pub data_dir: PathBuf,
+    /// Where local exports go; output paths outside it are refused.
+    pub export_root: PathBuf,
 }
 
 impl EngineConfig {
@@ -85,9 +89,15 @@ impl EngineConfig {
             idle_poll_ms: 1_000,
             claim_batch: 64,
             pipelines_dir: None,
+            export_root: data_dir.join("exports"),
             data_dir,
         }
     }
+}
+
+/// The export root as an absolute path, so output paths can be checked against it.
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// `host:pid:random`: unique per process, readable in the attempts table.
@@ -135,10 +145,23 @@ impl Engine {
         config: EngineConfig,
         registry: OperatorRegistry,
     ) -> Result<Arc<Engine>, EngineError> {
+        let keys = KeyRing::load_or_create(&config.data_dir)
+            .map_err(|e| EngineError::Invalid(format!("secret keys: {e}")))?;
+        let connections = Arc::new(Connections::new(
+            db.clone(),
+            keys,
+            EnvFallback::from_process(),
+        ));
+        if let Err(e) = connections.learn_secrets().await {
+            tracing::warn!(error = %e, "reading stored connections failed");
+        }
         let engine = Arc::new(Engine {
             services: Arc::new(Services {
                 db: db.clone(),
                 data_dir: config.data_dir.clone(),
+                export_root: absolute(&config.export_root),
+                secrets: connections.known_secrets(),
+                connections,
             }),
             db,
             registry,
@@ -189,6 +212,11 @@ impl Engine {
             tasks.extend(handles);
         }
         Ok(engine)
+    }
+
+    /// Named credentials, shared with the operators.
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.services.connections
     }
 
     /// Stops scheduling and claiming; running attempts are cancelled and retried later.

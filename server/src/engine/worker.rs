@@ -1,6 +1,7 @@
 //! Workers: claim queued instances, run their operators, renew leases, write results fenced.
 use super::spec::{SensorMode, TaskSpec};
 use super::{Engine, retry_at};
+use crate::connections::KnownSecrets;
 use crate::operators::{Operator, TaskContext, TaskError, TaskLog};
 use crate::store::engine::{Claimed, Completion};
 use crate::store::now_ms;
@@ -106,7 +107,7 @@ impl Engine {
     }
 
     async fn execute(self: Arc<Self>, c: Claimed, cancel: CancellationToken) {
-        let outcome = self.run_attempt(&c, cancel).await;
+        let outcome = scrub(self.run_attempt(&c, cancel).await, &self.services.secrets);
         if let Ok(mut running) = self.running.lock() {
             running.remove(&c.id);
         }
@@ -168,12 +169,13 @@ impl Engine {
             .unwrap_or(Value::Null);
         let ctx = TaskContext {
             run_id: c.run_id,
+            instance_id: c.id,
             pipeline_id: run.pipeline_id.clone(),
             task_id: c.task_id.clone(),
             map_index: c.map_index,
             try_number: c.try_number,
             args,
-            log: TaskLog::new(self.db.clone(), c.attempt_id),
+            log: TaskLog::new(self.db.clone(), c.attempt_id, self.services.secrets.clone()),
             cancel,
             services: self.services.clone(),
         };
@@ -270,6 +272,23 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// Results and errors are stored and shown: no secret value or sensitive key may survive.
+fn scrub(outcome: Completion, secrets: &KnownSecrets) -> Completion {
+    match outcome {
+        Completion::Success { output } => Completion::Success {
+            output: secrets.redact_json(&output),
+        },
+        Completion::Failed { error, retry_at } => Completion::Failed {
+            error: secrets.redact_text(&error),
+            retry_at,
+        },
+        Completion::Skipped { reason } => Completion::Skipped {
+            reason: secrets.redact_text(&reason),
+        },
+        other => other,
     }
 }
 

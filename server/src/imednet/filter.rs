@@ -326,6 +326,30 @@ impl Bound {
         self
     }
 
+    /// Settles comparisons with constants: a group with a true one always holds and is
+    /// dropped; false ones are removed from their group (a group left empty can never hold,
+    /// so it keeps one false comparison to say so).
+    pub fn fold_constants(self) -> Bound {
+        let probe = Value::Null;
+        let groups = self
+            .groups
+            .into_iter()
+            .filter_map(|group| {
+                let (constants, rest): (Vec<Cond>, Vec<Cond>) = group
+                    .into_iter()
+                    .partition(|c| matches!(c.access, Access::Const(_)));
+                if constants.iter().any(|c| c.matches(&probe)) {
+                    return None;
+                }
+                match (rest.is_empty(), constants.into_iter().next()) {
+                    (true, Some(never)) => Some(vec![never]),
+                    _ => Some(rest),
+                }
+            })
+            .collect();
+        Bound { groups }
+    }
+
     /// True when there is nothing to check.
     pub fn is_empty(&self) -> bool {
         self.groups.iter().all(Vec::is_empty)
@@ -427,6 +451,29 @@ impl Cond {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn constant_comparisons_fold_away() {
+        let schema = |a: &str| match a {
+            "studyKey" => Some((AttrType::Str, Access::Const(json!("S1")))),
+            "siteId" => Some((AttrType::Num, Access::Field("siteId".into()))),
+            _ => None,
+        };
+        let item = json!({"siteId": 2});
+        let bind = |f: &str| parse(f, Dialect::Filter).unwrap().bind(schema).unwrap();
+        // True constant: the group disappears, leaving nothing to check.
+        let b = bind("studyKey==S1").fold_constants();
+        assert!(b.is_empty());
+        let b = bind("studyKey==S1;siteId==2").fold_constants();
+        assert_eq!(b.groups.len(), 1);
+        assert!(b.matches(&item));
+        // False constant alone: never matches; beside a field term it drops out of the OR.
+        let b = bind("studyKey==OTHER").fold_constants();
+        assert!(!b.is_empty() && !b.matches(&item));
+        let b = bind("studyKey==OTHER,siteId==2").fold_constants();
+        assert!(b.matches(&item));
+        assert!(!b.matches(&json!({"siteId": 3})));
+    }
 
     fn t(attr: &str, op: Op, value: &str) -> Term {
         Term {

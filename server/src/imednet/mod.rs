@@ -16,4 +16,4 @@ pub use client::{ClientConfig, ImednetClient, ListParams, Secret, quote_value};
 pub use error::ImednetError;
 pub use faults::{FaultKind, FaultRule, Faults};
 pub use generator::Profile;
-pub use simulator::{SimConfig, SimState, router};
+pub use simulator::{DEMO_API_KEY, DEMO_SECURITY_KEY, SimConfig, SimState, router};

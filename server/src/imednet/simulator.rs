@@ -30,6 +30,10 @@ use super::filter::{self, Access, AttrType, Bound, Dialect, FilterError};
 use super::generator::{Profile, StudyData};
 use super::model::{fmt_timestamp, now_secs};
 
+/// The keys the simulator accepts by default (public: they guard nothing real).
+pub const DEMO_API_KEY: &str = "demo-api-key";
+pub const DEMO_SECURITY_KEY: &str = "demo-security-key";
+
 /// Simulator start-up configuration.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -49,7 +53,7 @@ impl Default for SimConfig {
         Self {
             seed: 42,
             profile: Profile::demo(),
-            keys: vec![("demo-api-key".into(), "demo-security-key".into())],
+            keys: vec![(DEMO_API_KEY.into(), DEMO_SECURITY_KEY.into())],
             job_running_after: Duration::from_millis(100),
             job_done_after: Duration::from_millis(400),
             faults: Faults::default(),
@@ -843,6 +847,12 @@ fn schema(endpoint: &str) -> Option<(&'static [(&'static str, AttrType)], &'stat
 /// Attribute lookup for `filter`, including the SDK's list helpers.
 fn filter_attr(endpoint: &str, study_key: &str, attr: &str) -> Option<(AttrType, Access)> {
     let (fields, _) = schema(endpoint)?;
+    // Every item of a study carries its key: a constant, so `studyKey==S` (which the SDK adds
+    // to every list) folds away instead of forcing a scan of the whole study per page.
+    // (The studies list is the one collection whose items differ in it.)
+    if attr == "studyKey" && endpoint != "studies" && fields.iter().any(|(n, _)| *n == attr) {
+        return Some((S, Access::Const(json!(study_key))));
+    }
     if let Some((name, ty)) = fields.iter().find(|(n, _)| *n == attr) {
         return Some((*ty, Access::Field(name.to_string())));
     }
@@ -1130,7 +1140,7 @@ impl Study {
                 .bind(|a| filter_attr(endpoint, key, a))?;
             bound = bound.and(extra);
         }
-        let combined = bound.and(rdf);
+        let combined = bound.and(rdf).fold_constants();
         let whitelist = combined.data_key_whitelist();
 
         let posted = read(&self.posted);

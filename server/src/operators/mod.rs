@@ -2,7 +2,9 @@
 //! task is queued and classifies its failures as retryable or fatal.
 mod command;
 mod generic;
+pub mod imednet;
 
+use crate::connections::{Connections, KnownSecrets};
 use crate::engine::spec::OperatorCatalog;
 use crate::store::Db;
 use async_trait::async_trait;
@@ -28,6 +30,11 @@ pub enum TaskError {
 pub struct Services {
     pub db: Db,
     pub data_dir: PathBuf,
+    /// Absolute; local export paths must lie inside it.
+    pub export_root: PathBuf,
+    pub connections: Arc<Connections>,
+    /// Scrubs secret values from task logs, errors and results.
+    pub secrets: KnownSecrets,
 }
 
 /// Appends lines to the log of the current attempt; readable while the task runs.
@@ -35,11 +42,16 @@ pub struct Services {
 pub struct TaskLog {
     db: Db,
     attempt_id: i64,
+    secrets: KnownSecrets,
 }
 
 impl TaskLog {
-    pub fn new(db: Db, attempt_id: i64) -> Self {
-        TaskLog { db, attempt_id }
+    pub fn new(db: Db, attempt_id: i64, secrets: KnownSecrets) -> Self {
+        TaskLog {
+            db,
+            attempt_id,
+            secrets,
+        }
     }
 
     pub async fn info(&self, line: impl AsRef<str>) {
@@ -51,7 +63,12 @@ impl TaskLog {
     }
 
     async fn write(&self, stream: &str, line: &str) {
-        if let Err(e) = self.db.append_task_log(self.attempt_id, stream, line).await {
+        let line = self.secrets.redact_text(line);
+        if let Err(e) = self
+            .db
+            .append_task_log(self.attempt_id, stream, &line)
+            .await
+        {
             tracing::warn!(error = %e, attempt = self.attempt_id, "task log write failed");
         }
     }
@@ -59,6 +76,8 @@ impl TaskLog {
 
 pub struct TaskContext {
     pub run_id: i64,
+    /// The task instance (one per map index) this attempt belongs to.
+    pub instance_id: i64,
     pub pipeline_id: String,
     pub task_id: String,
     pub map_index: i64,
@@ -115,6 +134,13 @@ impl OperatorRegistry {
         r.register(generic::Fail);
         r.register(generic::FileSensor);
         r.register(command::Command);
+        r.register(imednet::ListStudyKeys);
+        r.register(imednet::ListStudiesMetadata);
+        r.register(imednet::DiscoverExportTargets);
+        r.register(imednet::Export);
+        r.register(imednet::ToS3);
+        r.register(imednet::JobSensor);
+        r.register(imednet::SubmitRecords);
         r
     }
 

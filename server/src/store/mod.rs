@@ -4,6 +4,7 @@
 //! `ON CONFLICT`, integer milliseconds for time) and run on either pool through [`on_pool!`].
 //! Engine-specific work (locking, notifications) lives in the backend's own module.
 pub mod audit;
+pub mod connections;
 pub mod engine;
 pub mod throttle;
 pub mod users;

@@ -1,0 +1,175 @@
+//! `trialflow bench export`: records/s and peak memory per format and study size, each export
+//! in a fresh child process (peak RSS is per process), against an in-process simulator; then
+//! the Python SDK's `export_to_csv` on the same study for a ratio.
+use super::{ExportFormat, ExportOptions, ExportSchema, RecordFilter, export_stream};
+use crate::imednet::bench::peak_rss_kb;
+use crate::imednet::generator::Profile;
+use crate::imednet::{
+    ClientConfig, DEMO_API_KEY, DEMO_SECURITY_KEY, ImednetClient, ListParams, SimConfig, SimState,
+    router,
+};
+use anyhow::Context;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub struct BenchOptions {
+    pub sizes: Vec<usize>,
+    pub formats: Vec<String>,
+    pub variables: usize,
+    pub sdk_records: usize,
+    pub python: PathBuf,
+    pub sdk_script: PathBuf,
+}
+
+const STUDY: &str = "BENCH";
+
+pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
+    for f in &opts.formats {
+        f.parse::<ExportFormat>().map_err(anyhow::Error::msg)?;
+    }
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let scratch = tempfile::tempdir().context("scratch folder")?;
+    let mut results = Vec::new();
+    let mut sizes = opts.sizes.clone();
+    if opts.sdk_records > 0 && !sizes.contains(&opts.sdk_records) {
+        sizes.push(opts.sdk_records);
+    }
+    sizes.sort_unstable();
+    for &records in &sizes {
+        let (base, server) = serve(records, opts.variables).await?;
+        for format in &opts.formats {
+            let output = scratch.path().join(format!("{records}.{format}"));
+            let child = tokio::process::Command::new(&exe)
+                .args([
+                    "bench",
+                    "export-worker",
+                    "--base-url",
+                    &base,
+                    "--study",
+                    STUDY,
+                ])
+                .args(["--format", format, "--output"])
+                .arg(&output)
+                .output()
+                .await
+                .context("running the export worker")?;
+            if !child.status.success() {
+                anyhow::bail!(
+                    "export worker ({format}, {records}) failed: {}",
+                    String::from_utf8_lossy(&child.stderr)
+                );
+            }
+            let mut entry: Value =
+                serde_json::from_slice(&child.stdout).context("export worker printed no JSON")?;
+            entry["format"] = json!(format);
+            entry["variables"] = json!(opts.variables);
+            let _ = std::fs::remove_file(&output);
+            if format == "csv" && records == opts.sdk_records {
+                let sdk = sdk_export(&opts, &base, &scratch.path().join("sdk.csv")).await;
+                for key in ["sdk_records_per_s", "sdk_peak_rss_mb", "error"] {
+                    if let Some(v) = sdk.get(key) {
+                        entry[if key == "error" { "sdk_error" } else { key }] = v.clone();
+                    }
+                }
+                if let (Some(ours), Some(theirs)) = (
+                    entry["records_per_s"].as_f64(),
+                    sdk["sdk_records_per_s"].as_f64(),
+                ) {
+                    entry["speedup_vs_sdk"] = json!(round(ours / theirs.max(1e-9)));
+                }
+                if let (Some(ours), Some(theirs)) = (
+                    entry["peak_rss_mb"].as_f64(),
+                    sdk["sdk_peak_rss_mb"].as_f64(),
+                ) {
+                    entry["memory_ratio_vs_sdk"] = json!(round(theirs / ours.max(1e-9)));
+                }
+            }
+            results.push(entry);
+        }
+        server.abort();
+    }
+    Ok(json!({"study": STUDY, "results": results}))
+}
+
+/// A simulator serving one generated study of `records` records on a free port.
+async fn serve(
+    records: usize,
+    variables: usize,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    let state = SimState::new(SimConfig {
+        profile: Profile::bench(records, variables),
+        ..SimConfig::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router(state)).await;
+    });
+    Ok((format!("http://{addr}"), server))
+}
+
+async fn sdk_export(opts: &BenchOptions, base: &str, output: &Path) -> Value {
+    if !opts.python.exists() || !opts.sdk_script.exists() {
+        return json!({"error": format!(
+            "{} or {} is missing (scripts/test.sh creates the venv)",
+            opts.python.display(),
+            opts.sdk_script.display()
+        )});
+    }
+    let out = tokio::process::Command::new(&opts.python)
+        .arg(&opts.sdk_script)
+        .args([base, STUDY])
+        .arg(output)
+        .output()
+        .await;
+    let _ = std::fs::remove_file(output);
+    match out {
+        Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| json!({"error": format!("SDK printed no JSON: {e}")})),
+        Ok(o) => {
+            json!({"error": String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("failed").to_string()})
+        }
+        Err(e) => json!({"error": e.to_string()}),
+    }
+}
+
+/// One export of `study` in this process, through the same writers as `imednet.export`;
+/// returns records, records/s and this process's peak memory.
+pub async fn export_once(
+    base_url: &str,
+    study: &str,
+    format: &str,
+    output: PathBuf,
+    options: &Value,
+) -> anyhow::Result<Value> {
+    let format: ExportFormat = format.parse().map_err(anyhow::Error::msg)?;
+    let client = ImednetClient::new(ClientConfig::new(base_url, DEMO_API_KEY, DEMO_SECURITY_KEY))?;
+    let started = Instant::now();
+    let variables = ImednetClient::collect(client.variables(study, ListParams::default())).await?;
+    let options = ExportOptions::from_json(options).map_err(anyhow::Error::msg)?;
+    let forms = ImednetClient::collect(client.forms(study, ListParams::default())).await?;
+    let schema = ExportSchema::build(&variables, &forms, &options);
+    let filter = RecordFilter::new(&options, None)?;
+    let outcome = export_stream(
+        format,
+        output,
+        schema,
+        filter,
+        client.records(study, ListParams::default()),
+    )
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let rows = outcome.result.rows;
+    Ok(json!({
+        "records": rows,
+        "seconds": round(seconds),
+        "records_per_s": round(rows as f64 / seconds.max(1e-9)),
+        "peak_rss_mb": peak_rss_kb().map(|kb| round(kb as f64 / 1024.0)),
+        "bytes": outcome.result.bytes,
+    }))
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}

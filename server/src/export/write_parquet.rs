@@ -1,0 +1,212 @@
+//! Parquet: arrow builders flushed as bounded row groups, schema fixed from variable types.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use serde_json::Value;
+
+use crate::imednet::model::Record;
+
+use super::atomic::AtomicFile;
+use super::error::ExportError;
+use super::row::{Cell, Notes, Row};
+use super::schema::{Column, ColumnType, ExportSchema};
+use super::values::{is_blank, json_text, loose_bool, loose_f64};
+use super::{ExportResult, RecordWriter};
+
+/// Rows per row group: 8192, fewer for very wide studies so one group stays near 4M cells.
+pub(crate) fn rows_per_group(columns: usize) -> usize {
+    (4_000_000 / columns.max(1)).clamp(256, 8192)
+}
+
+enum Builder {
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Bool(BooleanBuilder),
+    Text(StringBuilder),
+}
+
+impl Builder {
+    fn new(t: ColumnType, rows: usize) -> Builder {
+        match t {
+            ColumnType::Integer => Builder::Int(Int64Builder::with_capacity(rows)),
+            ColumnType::Float => Builder::Float(Float64Builder::with_capacity(rows)),
+            ColumnType::Boolean => Builder::Bool(BooleanBuilder::with_capacity(rows)),
+            ColumnType::Text => Builder::Text(StringBuilder::with_capacity(rows, rows * 8)),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Builder::Int(b) => Arc::new(b.finish()),
+            Builder::Float(b) => Arc::new(b.finish()),
+            Builder::Bool(b) => Arc::new(b.finish()),
+            Builder::Text(b) => Arc::new(b.finish()),
+        }
+    }
+
+    /// Append one cell. Answers that do not fit a typed column are null and tallied;
+    /// blank answers (`""`) in typed columns are plain nulls.
+    fn append(&mut self, cell: &Cell<'_>, col: &str, notes: &mut Notes) {
+        match self {
+            Builder::Int(b) => match cell {
+                Cell::Int(i) => b.append_value(*i),
+                Cell::Json(v) => match v.as_i64() {
+                    Some(i) => b.append_value(i),
+                    None => {
+                        if !is_blank(v) {
+                            notes.coerced(col, v);
+                        }
+                        b.append_null();
+                    }
+                },
+                _ => b.append_null(),
+            },
+            Builder::Float(b) => match cell {
+                Cell::Int(i) => b.append_value(*i as f64),
+                Cell::Json(v) => match loose_f64(v) {
+                    Some(f) => b.append_value(f),
+                    None => {
+                        if !is_blank(v) {
+                            notes.coerced(col, v);
+                        }
+                        b.append_null();
+                    }
+                },
+                _ => b.append_null(),
+            },
+            Builder::Bool(b) => match cell {
+                Cell::Json(v) => match loose_bool(v) {
+                    Some(x) => b.append_value(x),
+                    None => {
+                        if !is_blank(v) {
+                            notes.coerced(col, v);
+                        }
+                        b.append_null();
+                    }
+                },
+                _ => b.append_null(),
+            },
+            Builder::Text(b) => match cell {
+                Cell::Null => b.append_null(),
+                Cell::Int(i) => b.append_value(i.to_string()),
+                Cell::Text(s) => b.append_value(s),
+                Cell::Json(Value::String(s)) => b.append_value(s),
+                Cell::Json(v) => b.append_value(json_text(v)),
+            },
+        }
+    }
+}
+
+pub(crate) fn arrow_type(t: ColumnType) -> DataType {
+    match t {
+        ColumnType::Integer => DataType::Int64,
+        ColumnType::Float => DataType::Float64,
+        ColumnType::Boolean => DataType::Boolean,
+        ColumnType::Text => DataType::Utf8,
+    }
+}
+
+pub(crate) struct ParquetWriter {
+    file: AtomicFile,
+    writer: ArrowWriter<File>,
+    schema: SchemaRef,
+    columns: Vec<Column>,
+    builders: Vec<Builder>,
+    group_rows: usize,
+    pending: usize,
+    rows: u64,
+    notes: Notes,
+    warnings: Vec<String>,
+}
+
+fn pq_err(path: &Path, e: impl ToString) -> ExportError {
+    ExportError::write("parquet", path, e)
+}
+
+impl ParquetWriter {
+    pub fn open(dest: &Path, schema: &ExportSchema) -> Result<Self, ExportError> {
+        let file = AtomicFile::create(dest)?;
+        let fields: Vec<Field> = schema
+            .columns
+            .iter()
+            .map(|c| Field::new(&c.name, arrow_type(c.column_type), true))
+            .collect();
+        let arrow_schema = Arc::new(Schema::new(fields));
+        let group_rows = rows_per_group(schema.columns.len());
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(group_rows))
+            .build();
+        let writer = ArrowWriter::try_new(file.handle()?, arrow_schema.clone(), Some(props))
+            .map_err(|e| pq_err(dest, e))?;
+        Ok(ParquetWriter {
+            file,
+            writer,
+            schema: arrow_schema,
+            builders: schema
+                .columns
+                .iter()
+                .map(|c| Builder::new(c.column_type, group_rows))
+                .collect(),
+            columns: schema.columns.clone(),
+            group_rows,
+            pending: 0,
+            rows: 0,
+            notes: Notes::default(),
+            warnings: schema.warnings.clone(),
+        })
+    }
+
+    fn flush_group(&mut self) -> Result<(), ExportError> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(Builder::finish).collect();
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays)
+            .map_err(|e| pq_err(self.file.dest(), e))?;
+        self.writer
+            .write(&batch)
+            .map_err(|e| pq_err(self.file.dest(), e))?;
+        self.pending = 0;
+        Ok(())
+    }
+}
+
+impl RecordWriter for ParquetWriter {
+    fn write(&mut self, rec: &Record) -> Result<(), ExportError> {
+        let row = Row::new(rec, &mut self.notes);
+        for (b, col) in self.builders.iter_mut().zip(&self.columns) {
+            b.append(&row.cell(col), &col.name, &mut self.notes);
+        }
+        self.pending += 1;
+        self.rows += 1;
+        if self.pending >= self.group_rows {
+            self.flush_group()?;
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<ExportResult, ExportError> {
+        let mut me = *self;
+        me.flush_group()?;
+        let dest = me.file.dest().to_path_buf();
+        // `close` writes the footer and flushes; dropping it closes our handle.
+        me.writer.close().map_err(|e| pq_err(&dest, e))?;
+        let done = me.file.commit()?;
+        Ok(ExportResult::new(
+            done,
+            me.rows,
+            me.columns.len() as u64,
+            me.notes
+                .into_warnings(me.warnings, "of the column's type (number or boolean)"),
+        ))
+    }
+}

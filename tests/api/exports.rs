@@ -1,0 +1,411 @@
+//! The iMednet operators through the engine against the demo simulator: the reference pipeline
+//! on both backends, every export format, S3 outputs (moto), record submission with the job
+//! sensor, and incremental exports.
+use crate::helpers::{BACKENDS, Backend, TestApp, spawn_with};
+use crate::s3::Moto;
+use app::model::ConnectionInput;
+use app::state::RunState;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use trialflow::imednet::{ClientConfig, ImednetClient, ListParams};
+
+/// The demo app with extra pipelines from YAML sources.
+pub async fn demo_app_with(backend: Backend, pipelines: &[(&str, &str)]) -> TestApp {
+    let pipelines: Vec<(String, String)> = pipelines
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .collect();
+    spawn_with(backend, move |args| {
+        args.demo = true;
+        let dir = args.storage.data_dir.join("pipelines");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, source) in &pipelines {
+            std::fs::write(dir.join(name), source).unwrap();
+        }
+        args.engine.pipelines_dir = Some(dir);
+    })
+    .await
+}
+
+pub async fn run_to_end(app: &TestApp, pipeline: &str, conf: Value) -> (i64, RunState) {
+    let conf: Map<String, Value> = conf.as_object().cloned().unwrap_or_default();
+    let run = app
+        .engine
+        .trigger(pipeline, conf, "test", Vec::new())
+        .await
+        .unwrap();
+    let state = app
+        .engine
+        .wait_for_run(run, Duration::from_secs(120))
+        .await
+        .unwrap();
+    (run, state)
+}
+
+async fn outputs(app: &TestApp, run: i64, task: &str) -> Vec<(Option<String>, Value)> {
+    let mut out: Vec<(Option<String>, Value)> = app
+        .db
+        .instances(run, task)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|ti| {
+            let output = ti
+                .output
+                .as_deref()
+                .map(|o| serde_json::from_str(o).unwrap())
+                .unwrap_or(Value::Null);
+            (ti.map_key, output)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+async fn failure(app: &TestApp, run: i64) -> String {
+    app.db
+        .run_instances(run)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|ti| ti.error)
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+fn sim_client(app: &TestApp) -> ImednetClient {
+    ImednetClient::new(ClientConfig::new(
+        &format!("{}/sim", app.base),
+        "demo-api-key",
+        "demo-security-key",
+    ))
+    .unwrap()
+}
+
+async fn live_records(app: &TestApp, study: &str) -> usize {
+    let c = sim_client(app);
+    ImednetClient::collect(c.records(study, ListParams::default()))
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| !r.deleted)
+        .count()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_reference_pipeline_exports_every_study_on_both_backends() {
+    for backend in BACKENDS {
+        let app = demo_app_with(backend, &[]).await;
+        let (run, state) = run_to_end(&app, "imednet_multi_study_reference", json!({})).await;
+        assert_eq!(
+            state,
+            RunState::Success,
+            "{backend:?}: {}",
+            failure(&app, run).await
+        );
+
+        let targets = outputs(&app, run, "discover_studies").await;
+        let targets = targets[0].1.as_array().unwrap().clone();
+        let paths: Vec<&str> = targets
+            .iter()
+            .map(|t| t["output_path"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            paths,
+            // The API lists studies by studyKey.
+            [
+                format!("reference/run-{run}/CV_3_B.csv"),
+                format!("reference/run-{run}/DEMO.csv"),
+                format!("reference/run-{run}/ONC-202.csv"),
+            ]
+        );
+
+        let exports = outputs(&app, run, "export_records").await;
+        let keys: Vec<&str> = exports.iter().map(|(k, _)| k.as_deref().unwrap()).collect();
+        assert_eq!(keys, ["CV 3/B", "DEMO", "ONC-202"], "{backend:?}");
+        let artifacts = app.db.run_artifacts(run).await.unwrap();
+        assert_eq!(artifacts.len(), 3);
+        for (key, out) in &exports {
+            let key = key.as_deref().unwrap();
+            let path = out["path"].as_str().unwrap();
+            assert!(path.starts_with(app.data_dir.join("exports/reference").to_str().unwrap()));
+            let bytes = std::fs::read(path).unwrap();
+            assert_eq!(out["bytes"], bytes.len() as u64);
+            assert_eq!(out["sha256"], sha256_hex(&bytes));
+            let text = String::from_utf8(bytes).unwrap();
+            assert!(
+                text.starts_with("recordId,subjectKey,visitId,formId,recordStatus,dateCreated,"),
+                "{}",
+                &text[..80]
+            );
+            let expected = live_records(&app, key).await;
+            assert_eq!(out["rows"], expected as u64, "{key}");
+            let mut reader = csv::Reader::from_reader(text.as_bytes());
+            assert_eq!(reader.records().count(), expected, "{key}");
+            let artifact = artifacts.iter().find(|a| a.uri == path).unwrap();
+            assert_eq!(artifact.sha256, out["sha256"].as_str().unwrap());
+            assert_eq!(artifact.rows_written, Some(expected as i64));
+        }
+        // No temp files left behind.
+        for entry in
+            std::fs::read_dir(app.data_dir.join(format!("exports/reference/run-{run}"))).unwrap()
+        {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            assert!(name.ends_with(".csv") && !name.starts_with('.'), "{name}");
+        }
+    }
+}
+
+const EVERY_FORMAT: &str = r#"
+id: every_format
+tasks:
+  export:
+    operator: imednet.export
+    partial: { study_key: "ONC-202" }
+    expand_kwargs:
+      - { format: csv, output_path: "formats/onc.csv" }
+      - { format: json, output_path: "formats/onc.json" }
+      - { format: parquet, output_path: "formats/onc.parquet" }
+      - { format: xlsx, output_path: "formats/onc.xlsx" }
+      - { format: sqlite, output_path: "formats/onc.sqlite" }
+      - { format: sqlite_by_form, output_path: "formats/onc-by-form.sqlite" }
+      - { format: long_sqlite, output_path: "formats/onc-long.sqlite" }
+      - { format: csv, output_path: "formats/onc-labels.csv", export_kwargs: { use_labels_as_columns: true } }
+    map_key: "{{ item.format }}:{{ item.output_path }}"
+"#;
+
+async fn sqlite_count(path: &str, sql: &str) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{path}?mode=ro"))
+        .await
+        .unwrap();
+    sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+}
+
+#[tokio::test]
+async fn every_format_is_written_and_readable() {
+    let app = demo_app_with(Backend::Sqlite, &[("every_format.yaml", EVERY_FORMAT)]).await;
+    let (run, state) = run_to_end(&app, "every_format", json!({})).await;
+    assert_eq!(state, RunState::Success, "{}", failure(&app, run).await);
+    let expected = live_records(&app, "ONC-202").await as u64;
+    let root = app.data_dir.join("exports/formats");
+    let out: std::collections::HashMap<String, Value> = outputs(&app, run, "export")
+        .await
+        .into_iter()
+        .map(|(k, v)| (k.unwrap().split(':').nth(1).unwrap().to_string(), v))
+        .collect();
+    for (file, o) in &out {
+        let on_disk = std::fs::metadata(app.data_dir.join("exports").join(file)).unwrap();
+        assert_eq!(o["bytes"], on_disk.len(), "{file}");
+        assert!(on_disk.len() > 0, "{file}");
+    }
+    for file in [
+        "formats/onc.csv",
+        "formats/onc.json",
+        "formats/onc.parquet",
+        "formats/onc.xlsx",
+        "formats/onc.sqlite",
+    ] {
+        assert_eq!(out[file]["rows"], expected, "{file}");
+    }
+    let json: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(root.join("onc.json")).unwrap()).unwrap();
+    assert_eq!(json.len() as u64, expected);
+    assert!(json[0].get("recordId").is_some() && json[0].get("dateCreated").is_some());
+    let wide = root.join("onc.sqlite");
+    assert_eq!(
+        sqlite_count(wide.to_str().unwrap(), "SELECT COUNT(*) FROM records").await as u64,
+        expected
+    );
+    let by_form = root.join("onc-by-form.sqlite");
+    let forms = sqlite_count(
+        by_form.to_str().unwrap(),
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
+    )
+    .await;
+    assert!(forms >= 3, "one table per form, got {forms}");
+    let long = root.join("onc-long.sqlite");
+    let long_rows = sqlite_count(long.to_str().unwrap(), "SELECT COUNT(*) FROM records").await;
+    assert!(
+        long_rows as u64 > expected,
+        "long format has a row per value"
+    );
+    let labels = std::fs::read_to_string(root.join("onc-labels.csv")).unwrap();
+    let plain = std::fs::read_to_string(root.join("onc.csv")).unwrap();
+    assert_ne!(
+        labels.lines().next(),
+        plain.lines().next(),
+        "labels replace names"
+    );
+}
+
+fn aws_input(moto: &Moto, bucket: &str) -> ConnectionInput {
+    ConnectionInput {
+        conn_id: "aws_default".into(),
+        kind: "aws".into(),
+        create: true,
+        access_key_id: Some("AKIDEXPORTTEST".into()),
+        secret_access_key: Some("export-test-secret-access-key".into()),
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(moto.endpoint()),
+        path_style: Some("true".into()),
+        bucket: Some(bucket.into()),
+        ..Default::default()
+    }
+}
+
+const TO_S3: &str = r#"
+id: to_s3
+tasks:
+  export_csv:
+    operator: imednet.export
+    args: { study_key: "CV 3/B", output_path: "s3://trial-exports/wide/cv3b.csv" }
+  records_json:
+    operator: imednet.to_s3
+    args: { study_key: "CV 3/B", s3_key: "raw/cv3b-records.json" }
+  sites_json:
+    operator: imednet.to_s3
+    args: { study_key: "CV 3/B", s3_bucket: trial-exports, s3_key: "raw/sites.json", endpoint: sites }
+"#;
+
+#[tokio::test]
+async fn exports_and_endpoint_dumps_reach_s3() {
+    let moto = Moto::start();
+    moto.store().create_bucket("trial-exports").await.unwrap();
+    let app = demo_app_with(Backend::Sqlite, &[("to_s3.yaml", TO_S3)]).await;
+    app.engine
+        .connections()
+        .save(&aws_input(&moto, "trial-exports"), "test")
+        .await
+        .unwrap();
+    let (run, state) = run_to_end(&app, "to_s3", json!({})).await;
+    assert_eq!(state, RunState::Success, "{}", failure(&app, run).await);
+    let expected = live_records(&app, "CV 3/B").await;
+
+    let store = moto.store();
+    let csv = store
+        .get_bytes("trial-exports", "wide/cv3b.csv")
+        .await
+        .unwrap();
+    let export = &outputs(&app, run, "export_csv").await[0].1;
+    assert_eq!(export["path"], "s3://trial-exports/wide/cv3b.csv");
+    assert_eq!(export["sha256"], sha256_hex(&csv));
+    assert_eq!(
+        csv::Reader::from_reader(&csv[..]).records().count(),
+        expected
+    );
+    // The local staging copy is gone.
+    let staging = app.data_dir.join("exports/.staging");
+    assert_eq!(
+        std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0),
+        0
+    );
+
+    let raw = store
+        .get_bytes("trial-exports", "raw/cv3b-records.json")
+        .await
+        .unwrap();
+    let items: Vec<Value> = serde_json::from_slice(&raw).unwrap();
+    // Every item the endpoint lists, deleted records included: a raw dump, not an export.
+    let all = ImednetClient::collect(sim_client(&app).records("CV 3/B", ListParams::default()))
+        .await
+        .unwrap();
+    assert_eq!(items.len(), all.len());
+    assert!(
+        items
+            .iter()
+            .all(|i| i["recordId"].is_number() && i["dateCreated"].is_string())
+    );
+    let sites: Vec<Value> = serde_json::from_slice(
+        &store
+            .get_bytes("trial-exports", "raw/sites.json")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sites.len(), 2);
+}
+
+const SUBMIT: &str = r#"
+id: submit_and_wait
+params:
+  subject: { type: string, default: "01-001" }
+tasks:
+  submit:
+    operator: imednet.submit_records
+    args:
+      study_key: "CV 3/B"
+      records: [{ formKey: DM, subjectKey: "{{ params.subject }}", intervalName: Baseline, data: { DM_text1: "from trialflow" } }]
+  wait:
+    operator: imednet.job_sensor
+    upstream: [submit]
+    poke_interval: 100ms
+    timeout: 30s
+    args: { study_key: "CV 3/B", batch_id: "{{ tasks.submit.output.batch_id }}" }
+"#;
+
+const INCREMENTAL: &str = r#"
+id: incremental
+tasks:
+  export:
+    operator: imednet.export
+    args: { study_key: "CV 3/B", output_path: "incremental/cv3b.csv", export_kwargs: { incremental: true } }
+"#;
+
+#[tokio::test]
+async fn submitted_records_are_awaited_and_incremental_exports_pick_up_only_changes() {
+    let app = demo_app_with(
+        Backend::Sqlite,
+        &[("submit.yaml", SUBMIT), ("incremental.yaml", INCREMENTAL)],
+    )
+    .await;
+    let all = live_records(&app, "CV 3/B").await as u64;
+    let (run, state) = run_to_end(&app, "incremental", json!({})).await;
+    assert_eq!(state, RunState::Success, "{}", failure(&app, run).await);
+    assert_eq!(outputs(&app, run, "export").await[0].1["rows"], all);
+    let (run, _) = run_to_end(&app, "incremental", json!({})).await;
+    assert_eq!(
+        outputs(&app, run, "export").await[0].1["rows"],
+        0,
+        "nothing changed"
+    );
+
+    // Submissions are timestamped to the second: step past the watermark's second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (run, state) = run_to_end(&app, "submit_and_wait", json!({})).await;
+    assert_eq!(state, RunState::Success, "{}", failure(&app, run).await);
+    let submitted = &outputs(&app, run, "submit").await[0].1;
+    assert!(
+        submitted["batch_id"]
+            .as_str()
+            .is_some_and(|b| !b.is_empty())
+    );
+    let job = &outputs(&app, run, "wait").await[0].1;
+    assert_eq!(
+        job["state"]
+            .as_str()
+            .map(str::to_ascii_uppercase)
+            .as_deref(),
+        Some("COMPLETED")
+    );
+
+    let (run, _) = run_to_end(&app, "incremental", json!({})).await;
+    let out = &outputs(&app, run, "export").await[0].1;
+    assert_eq!(out["rows"], 1, "only the updated record: {out}");
+    let text = std::fs::read_to_string(out["path"].as_str().unwrap()).unwrap();
+    assert!(text.contains("from trialflow"));
+
+    // A job that fails: the sensor fails naming the state, and is not retried.
+    let (run, state) = run_to_end(&app, "submit_and_wait", json!({"subject": "99-999"})).await;
+    assert_eq!(state, RunState::Failed);
+    let error = failure(&app, run).await;
+    assert!(error.contains("ended in state FAILED"), "{error}");
+}
