@@ -31,7 +31,8 @@ export default defineConfig({
     { name: 'no-js', use: { javaScriptEnabled: false } },
   ],
   webServer: {
-    command: `${binary} serve --addr 127.0.0.1:${port} --data-dir ${dataDir}`,
+    // Demo mode, as the run command starts it: the simulator and the imednet_default connection.
+    command: `${binary} serve --demo --addr 127.0.0.1:${port} --data-dir ${dataDir}`,
     url: `http://127.0.0.1:${port}/healthz`,
     reuseExistingServer: false,
     timeout: 60_000,

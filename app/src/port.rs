@@ -3,7 +3,7 @@
 use crate::error::AppError;
 use crate::model::{
     AuthContext, ConnectionInfo, ConnectionInput, ConnectionTest, CurrentUser, Health,
-    PasswordReset, Role, UserInfo,
+    PasswordReset, PipelineSummary, Role, RunDetail, UserInfo,
 };
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
@@ -54,6 +54,9 @@ pub trait Backend: Send + Sync + 'static {
         actor: &CurrentUser,
         conn_id: &str,
     ) -> Result<ConnectionTest, AppError>;
+
+    async fn list_pipelines(&self) -> Result<Vec<PipelineSummary>, AppError>;
+    async fn get_run(&self, run_id: i64) -> Result<RunDetail, AppError>;
 
     /// Queues a run; returns its id.
     async fn trigger_run(

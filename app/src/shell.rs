@@ -1,8 +1,13 @@
 use crate::api::session::whoami;
 use crate::components::layout::Layout;
 use crate::pages::{
-    connections::ConnectionsPage, dashboard::DashboardPage, login::LoginPage, not_found::NotFound,
-    placeholders::*, users::UsersPage,
+    connections::ConnectionsPage,
+    dashboard::DashboardPage,
+    login::LoginPage,
+    not_found::NotFound,
+    pipelines::{PipelinesPage, RunPage},
+    placeholders::*,
+    users::UsersPage,
 };
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
@@ -45,6 +50,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("") view=DashboardPage ssr=SsrMode::Async/>
                     <Route path=path!("pipelines") view=PipelinesPage ssr=SsrMode::Async/>
                     <Route path=path!("runs") view=RunsPage ssr=SsrMode::Async/>
+                    <Route path=path!("runs/:id") view=RunPage ssr=SsrMode::Async/>
                     <Route path=path!("flows") view=FlowsPage ssr=SsrMode::Async/>
                     <Route path=path!("connections") view=ConnectionsPage ssr=SsrMode::Async/>
                     <Route path=path!("pools") view=PoolsPage ssr=SsrMode::Async/>

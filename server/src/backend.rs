@@ -6,8 +6,8 @@ use crate::passwords;
 use crate::store::{Db, StoreError};
 use app::error::AppError;
 use app::model::{
-    ConnectionInfo, ConnectionInput, ConnectionTest, CurrentUser, DatabaseHealth, Health,
-    PasswordReset, Role, UserInfo,
+    ArtifactInfo, ConnectionInfo, ConnectionInput, ConnectionTest, CurrentUser, DatabaseHealth,
+    Health, InstanceSummary, ParamInfo, PasswordReset, PipelineSummary, Role, RunDetail, UserInfo,
 };
 use app::port::Backend;
 use std::sync::Arc;
@@ -327,5 +327,131 @@ impl Backend for ServerBackend {
         )
         .await?;
         Ok(run_id)
+    }
+
+    async fn list_pipelines(&self) -> Result<Vec<PipelineSummary>, AppError> {
+        let mut list: Vec<PipelineSummary> = self
+            .engine
+            .catalog
+            .all()
+            .iter()
+            .map(|p| PipelineSummary {
+                id: p.id().to_string(),
+                description: p.spec.description.trim().to_string(),
+                tags: p.spec.tags.clone(),
+                schedule: p.spec.schedule.clone(),
+                tasks: p.spec.tasks.len(),
+                params: p
+                    .spec
+                    .params
+                    .iter()
+                    .map(|(name, spec)| ParamInfo {
+                        name: name.clone(),
+                        ty: serde_json::to_value(spec.ty)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        default: spec.default.as_ref().map(|d| d.to_string()),
+                        description: spec.description.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(list)
+    }
+
+    async fn get_run(&self, run_id: i64) -> Result<RunDetail, AppError> {
+        /// The first page of instances; the console pages through the rest.
+        const FIRST_PAGE: usize = 200;
+        let run = self
+            .db
+            .run_row(run_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("Run {run_id}")))?;
+        let order: Vec<String> = self
+            .engine
+            .run_pipeline(&run)
+            .map(|p| p.order.clone())
+            .unwrap_or_default();
+        let mut counts: std::collections::BTreeMap<String, Vec<(String, i64)>> = Default::default();
+        for (task, state, n) in self.db.task_state_counts(run_id).await? {
+            counts.entry(task).or_default().push((state, n));
+        }
+        let mut tasks: Vec<(String, Vec<(String, i64)>)> = order
+            .iter()
+            .map(|t| (t.clone(), counts.remove(t).unwrap_or_default()))
+            .collect();
+        tasks.extend(counts);
+        let all = self.db.run_instances(run_id).await?;
+        let secrets = self.connections.known_secrets();
+        let instances = all
+            .iter()
+            .filter(|ti| ti.state != "removed")
+            .take(FIRST_PAGE)
+            .map(|ti| InstanceSummary {
+                id: ti.id,
+                task_id: ti.task_id.clone(),
+                map_key: ti.map_key.clone(),
+                state: ti.state.clone(),
+                try_number: ti.try_number,
+                started_at: ti.started_at,
+                ended_at: ti.ended_at,
+                summary: secrets.redact_text(&summarize(ti.output.as_deref(), ti.error.as_deref())),
+            })
+            .collect();
+        let artifacts = self
+            .db
+            .run_artifacts(run_id)
+            .await?
+            .into_iter()
+            .map(|a| ArtifactInfo {
+                downloadable: !a.uri.starts_with("s3://"),
+                id: a.id,
+                uri: a.uri,
+                bytes: a.bytes,
+                sha256: a.sha256,
+                rows: a.rows_written,
+            })
+            .collect();
+        Ok(RunDetail {
+            id: run.id,
+            pipeline_id: run.pipeline_id,
+            state: run.state,
+            conf: secrets.redact_text(&run.conf),
+            triggered_by: run.triggered_by,
+            queued_at: run.queued_at,
+            started_at: run.started_at,
+            ended_at: run.ended_at,
+            tasks,
+            instance_count: all.len(),
+            instances,
+            artifacts,
+        })
+    }
+}
+
+/// One line about an instance's result: an export's rows, bytes and path, or the error.
+fn summarize(output: Option<&str>, error: Option<&str>) -> String {
+    if let Some(e) = error {
+        return e.lines().next().unwrap_or_default().to_string();
+    }
+    let Some(out) = output.and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok()) else {
+        return String::new();
+    };
+    match (&out["rows"], &out["bytes"], &out["path"]) {
+        (serde_json::Value::Number(rows), serde_json::Value::Number(bytes), path) => {
+            format!(
+                "{rows} rows, {bytes} bytes → {}",
+                path.as_str().unwrap_or("")
+            )
+        }
+        _ => {
+            let text = out.to_string();
+            match text.char_indices().nth(120) {
+                Some((i, _)) => format!("{}…", &text[..i]),
+                None => text,
+            }
+        }
     }
 }

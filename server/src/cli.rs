@@ -199,24 +199,7 @@ pub enum BenchTarget {
     },
     /// Export records/s and peak memory per format and study size (each export in its own
     /// process, so peaks are comparable), and the Python SDK's export_to_csv for a ratio.
-    Export {
-        /// Study sizes in records.
-        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
-        sizes: Vec<usize>,
-        #[arg(long, value_delimiter = ',', default_value = "csv,parquet")]
-        formats: Vec<String>,
-        /// Variables answered per record.
-        #[arg(long, default_value_t = 60)]
-        variables: usize,
-        /// Study size the SDK exports (0 skips it).
-        #[arg(long, default_value_t = 100_000)]
-        sdk_records: usize,
-        /// Python with the imednet SDK installed.
-        #[arg(long, default_value = ".venv/bin/python")]
-        python: std::path::PathBuf,
-        #[arg(long, default_value = "tests/sdk/bench_export.py")]
-        sdk_script: std::path::PathBuf,
-    },
+    Export(crate::export::bench::BenchOptions),
     /// One export in this process (used by `bench export`); prints JSON.
     #[command(hide = true)]
     ExportWorker {
@@ -564,22 +547,7 @@ async fn bench(target: BenchTarget) -> anyhow::Result<()> {
             let out = crate::engine::bench::run(opts).await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
-        BenchTarget::Export {
-            sizes,
-            formats,
-            variables,
-            sdk_records,
-            python,
-            sdk_script,
-        } => {
-            let opts = crate::export::bench::BenchOptions {
-                sizes,
-                formats,
-                variables,
-                sdk_records,
-                python,
-                sdk_script,
-            };
+        BenchTarget::Export(opts) => {
             let out = crate::export::bench::run(opts).await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }

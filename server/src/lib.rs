@@ -9,6 +9,7 @@ pub mod engine;
 pub mod export;
 pub mod http;
 pub mod imednet;
+pub mod json;
 pub mod objstore;
 pub mod operators;
 pub mod passwords;

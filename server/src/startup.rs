@@ -81,6 +81,7 @@ impl Application {
                 idle: args.session_idle(),
                 secure_cookies: args.secure_cookies,
             },
+            &engine.export_root(),
         );
         if args.demo {
             // Outside the session and sign-in layers: it checks iMednet's own API keys.

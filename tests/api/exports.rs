@@ -409,3 +409,96 @@ async fn submitted_records_are_awaited_and_incremental_exports_pick_up_only_chan
     let error = failure(&app, run).await;
     assert!(error.contains("ended in state FAILED"), "{error}");
 }
+
+#[tokio::test]
+async fn a_user_triggers_the_reference_pipeline_and_downloads_a_study_over_http() {
+    use app::model::Role;
+    let app = demo_app_with(Backend::Sqlite, &[]).await;
+    let user = app.client_as(Role::User).await;
+    let pipelines = user.get(app.url("/pipelines")).send().await.unwrap();
+    assert_eq!(pipelines.status(), 200);
+    assert!(
+        pipelines
+            .text()
+            .await
+            .unwrap()
+            .contains("imednet_multi_study_reference")
+    );
+
+    let res = app
+        .call(
+            &user,
+            "/api/user/trigger_run",
+            &[
+                ("pipeline_id", "imednet_multi_study_reference"),
+                ("conf", "{}"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let run: i64 = res.text().await.unwrap().trim().parse().unwrap();
+    let state = app
+        .engine
+        .wait_for_run(run, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(state, RunState::Success);
+
+    // Bad parameters are named.
+    let res = app
+        .call(
+            &user,
+            "/api/user/trigger_run",
+            &[
+                ("pipeline_id", "imednet_multi_study_reference"),
+                ("conf", r#"{"format": "docx"}"#),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("format"));
+
+    // The run page (server-rendered) lists every study and links its file.
+    let viewer = app.client_as(Role::Viewer).await;
+    let page = viewer
+        .get(app.url(&format!("/runs/{run}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    for key in ["CV 3/B", "DEMO", "ONC-202"] {
+        assert!(html.contains(key), "{key} missing from the run page");
+    }
+    let artifacts = app.db.run_artifacts(run).await.unwrap();
+    let demo = artifacts
+        .iter()
+        .find(|a| a.uri.ends_with("/DEMO.csv"))
+        .unwrap();
+    let link = format!("/artifacts/{}/download", demo.id);
+    assert!(html.contains(&link));
+
+    let file = viewer.get(app.url(&link)).send().await.unwrap();
+    assert_eq!(file.status(), 200);
+    assert_eq!(file.headers()["content-type"], "text/csv");
+    assert!(
+        file.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("DEMO.csv")
+    );
+    let bytes = file.bytes().await.unwrap();
+    assert_eq!(sha256_hex(&bytes), demo.sha256);
+    assert!(bytes.starts_with(b"recordId,subjectKey,"));
+
+    // Signed out: sent to sign in; unknown ids: 404.
+    let anonymous = crate::helpers::client();
+    let res = anonymous.get(app.url(&link)).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    let res = viewer
+        .get(app.url("/artifacts/999999/download"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+}

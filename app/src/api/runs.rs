@@ -1,6 +1,23 @@
-//! Runs: starting them. (Reading and acting on them arrives with the console.)
+//! Pipelines and runs: listing, starting and reading them.
 use crate::error::AppError;
+use crate::model::{PipelineSummary, RunDetail};
 use leptos::prelude::*;
+
+#[server(prefix = "/api/viewer", endpoint = "list_pipelines")]
+pub async fn list_pipelines() -> Result<Vec<PipelineSummary>, AppError> {
+    use crate::model::Role;
+    use crate::port::{backend, require, respond};
+    require(Role::Viewer)?;
+    backend()?.list_pipelines().await.map_err(respond)
+}
+
+#[server(prefix = "/api/viewer", endpoint = "get_run")]
+pub async fn get_run(run_id: i64) -> Result<RunDetail, AppError> {
+    use crate::model::Role;
+    use crate::port::{backend, require, respond};
+    require(Role::Viewer)?;
+    backend()?.get_run(run_id).await.map_err(respond)
+}
 
 /// Starts a run of `pipeline_id` with `conf`, a JSON object of parameters (blank = defaults).
 /// Parameter errors come back as `Invalid` naming the parameter.

@@ -3,5 +3,6 @@ pub mod connections;
 pub mod dashboard;
 pub mod login;
 pub mod not_found;
+pub mod pipelines;
 pub mod placeholders;
 pub mod users;

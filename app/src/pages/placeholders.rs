@@ -15,11 +15,6 @@ fn EmptyPage(title: &'static str, empty: &'static str) -> impl IntoView {
 }
 
 #[component]
-pub fn PipelinesPage() -> impl IntoView {
-    view! { <EmptyPage title="Pipelines" empty="No pipelines are registered yet."/> }
-}
-
-#[component]
 pub fn RunsPage() -> impl IntoView {
     view! { <EmptyPage title="Runs" empty="No runs yet."/> }
 }

@@ -155,6 +155,9 @@ impl Engine {
         if let Err(e) = connections.learn_secrets().await {
             tracing::warn!(error = %e, "reading stored connections failed");
         }
+        if let Err(e) = std::fs::create_dir_all(&config.export_root) {
+            tracing::warn!(error = %e, root = %config.export_root.display(), "cannot create the export root");
+        }
         let engine = Arc::new(Engine {
             services: Arc::new(Services {
                 db: db.clone(),
@@ -212,6 +215,11 @@ impl Engine {
             tasks.extend(handles);
         }
         Ok(engine)
+    }
+
+    /// Where local exports are written (absolute).
+    pub fn export_root(&self) -> std::path::PathBuf {
+        self.services.export_root.clone()
     }
 
     /// Named credentials, shared with the operators.

@@ -6,6 +6,7 @@
 //! instances — so the limits hold under every interleaving of workers.
 use super::spec::{Pipeline, TaskSpec, TriggerRule};
 use super::{Engine, EngineError, retry_at};
+use crate::json::json_kind;
 use crate::store::engine::{Candidate, Completion, NewTask, RunRow};
 use crate::store::now_ms;
 use app::state::{RunState, TaskState};
@@ -518,7 +519,7 @@ impl Engine {
             let Value::Array(list) = value else {
                 return Err(format!(
                     "expand_kwargs of '{task_id}' must be a list of objects, got {}",
-                    kind_of(&value)
+                    json_kind(&value)
                 ));
             };
             if list.len() > limit {
@@ -531,7 +532,7 @@ impl Engine {
                     Value::Object(m) => Ok(m),
                     other => Err(format!(
                         "expand_kwargs of '{task_id}': element {i} is {}, not an object",
-                        kind_of(&other)
+                        json_kind(&other)
                     )),
                 })
                 .collect();
@@ -548,7 +549,7 @@ impl Engine {
             let Value::Array(list) = value else {
                 return Err(format!(
                     "expand.{name} of '{task_id}' must be a list, got {}",
-                    kind_of(&value)
+                    json_kind(&value)
                 ));
             };
             total = total.saturating_mul(list.len());
@@ -769,17 +770,6 @@ fn default_map_key(item: &Map<String, Value>, index: usize) -> String {
         Some(Value::String(s)) if item.len() == 1 => s.clone(),
         Some(v @ (Value::Number(_) | Value::Bool(_))) if item.len() == 1 => v.to_string(),
         _ => index.to_string(),
-    }
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -13,12 +13,23 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+#[derive(Debug, clap::Args)]
 pub struct BenchOptions {
+    /// Study sizes in records.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     pub sizes: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "csv,parquet")]
     pub formats: Vec<String>,
+    /// Variables answered per record.
+    #[arg(long, default_value_t = 60)]
     pub variables: usize,
+    /// Study size the SDK exports (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
     pub sdk_records: usize,
+    /// Python with the imednet SDK installed.
+    #[arg(long, default_value = ".venv/bin/python")]
     pub python: PathBuf,
+    #[arg(long, default_value = "tests/sdk/bench_export.py")]
     pub sdk_script: PathBuf,
 }
 

@@ -1,5 +1,6 @@
 //! `export_kwargs` as the Airflow provider passed them, validated by name.
 
+use crate::json::json_kind;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -45,17 +46,6 @@ impl Default for ExportOptions {
             incremental: false,
             table_name: DEFAULT_TABLE_NAME.into(),
         }
-    }
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 

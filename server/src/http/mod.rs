@@ -1,4 +1,5 @@
 //! The HTTP surface: routes, sessions, authentication, cross-site protection and health.
+pub mod artifacts;
 pub mod auth;
 pub mod csrf;
 pub mod health;
@@ -27,9 +28,16 @@ pub const SESSION_COOKIE: &str = "trialflow_session";
 pub struct HttpState {
     pub app: AppState,
     pub db: Db,
+    /// Canonical export root: the only folder downloads are served from.
+    pub export_root: std::path::PathBuf,
 }
 
-pub fn router(app_state: AppState, db: Db, sessions: SessionSettings) -> Router {
+pub fn router(
+    app_state: AppState,
+    db: Db,
+    sessions: SessionSettings,
+    export_root: &std::path::Path,
+) -> Router {
     let routes = generate_route_list(app::App);
     let options = app_state.leptos_options.clone();
     let leptos = Router::new()
@@ -45,6 +53,7 @@ pub fn router(app_state: AppState, db: Db, sessions: SessionSettings) -> Router 
     let http_state = HttpState {
         app: app_state,
         db: db.clone(),
+        export_root: std::fs::canonicalize(export_root).unwrap_or_else(|_| export_root.into()),
     };
     let idle = time::Duration::try_from(sessions.idle).unwrap_or(time::Duration::hours(8));
     let session_layer = SessionManagerLayer::new(session_store::DbSessionStore::new(db))
@@ -59,6 +68,7 @@ pub fn router(app_state: AppState, db: Db, sessions: SessionSettings) -> Router 
         .route("/healthz", get(health::healthz))
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))
+        .route("/artifacts/{id}/download", get(artifacts::download))
         .with_state(http_state.clone())
         .merge(leptos)
         .layer(axum::middleware::from_fn_with_state(
