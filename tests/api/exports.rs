@@ -180,6 +180,10 @@ tasks:
       - { format: long_sqlite, output_path: "formats/onc-long.sqlite" }
       - { format: csv, output_path: "formats/onc-labels.csv", export_kwargs: { use_labels_as_columns: true } }
     map_key: "{{ item.format }}:{{ item.output_path }}"
+  keys:
+    operator: imednet.list_study_keys
+  metadata:
+    operator: imednet.list_studies_metadata
 "#;
 
 async fn sqlite_count(path: &str, sql: &str) -> i64 {
@@ -196,6 +200,15 @@ async fn every_format_is_written_and_readable() {
     let (run, state) = run_to_end(&app, "every_format", json!({})).await;
     assert_eq!(state, RunState::Success, "{}", failure(&app, run).await);
     let expected = live_records(&app, "ONC-202").await as u64;
+    assert_eq!(
+        outputs(&app, run, "keys").await[0].1,
+        json!(["CV 3/B", "DEMO", "ONC-202"])
+    );
+    let metadata = outputs(&app, run, "metadata").await[0].1.clone();
+    let metadata = metadata.as_array().unwrap();
+    assert_eq!(metadata.len(), 3);
+    assert_eq!(metadata[1]["studyKey"], "DEMO");
+    assert_eq!(metadata[1]["studyName"], "Demo Study");
     let root = app.data_dir.join("exports/formats");
     let out: std::collections::HashMap<String, Value> = outputs(&app, run, "export")
         .await
