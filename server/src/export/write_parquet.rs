@@ -9,7 +9,7 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde_json::Value;
 
 use crate::imednet::model::Record;
@@ -141,9 +141,13 @@ impl ParquetWriter {
             .collect();
         let arrow_schema = Arc::new(Schema::new(fields));
         let group_rows = rows_per_group(schema.columns.len());
+        // Page-level indexes are held in memory until the file closes, so they grow with the
+        // study; row-group statistics keep the footer small and memory flat.
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(group_rows))
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_offset_index_disabled(true)
             .build();
         let writer = ArrowWriter::try_new(file.handle()?, arrow_schema.clone(), Some(props))
             .map_err(|e| pq_err(dest, e))?;
