@@ -363,7 +363,7 @@ impl Backend for ServerBackend {
 
     async fn get_run(&self, run_id: i64) -> Result<RunDetail, AppError> {
         /// The first page of instances; the console pages through the rest.
-        const FIRST_PAGE: usize = 200;
+        const FIRST_PAGE: i64 = 200;
         let run = self
             .db
             .run_row(run_id)
@@ -375,7 +375,11 @@ impl Backend for ServerBackend {
             .map(|p| p.order.clone())
             .unwrap_or_default();
         let mut counts: std::collections::BTreeMap<String, Vec<(String, i64)>> = Default::default();
+        let mut instance_count = 0;
         for (task, state, n) in self.db.task_state_counts(run_id).await? {
+            if state != "removed" {
+                instance_count += usize::try_from(n).unwrap_or(0);
+            }
             counts.entry(task).or_default().push((state, n));
         }
         let mut tasks: Vec<(String, Vec<(String, i64)>)> = order
@@ -383,12 +387,12 @@ impl Backend for ServerBackend {
             .map(|t| (t.clone(), counts.remove(t).unwrap_or_default()))
             .collect();
         tasks.extend(counts);
-        let all = self.db.run_instances(run_id).await?;
         let secrets = self.connections.known_secrets();
-        let instances = all
+        let instances = self
+            .db
+            .run_instances_page(run_id, FIRST_PAGE)
+            .await?
             .iter()
-            .filter(|ti| ti.state != "removed")
-            .take(FIRST_PAGE)
             .map(|ti| InstanceSummary {
                 id: ti.id,
                 task_id: ti.task_id.clone(),
@@ -424,7 +428,7 @@ impl Backend for ServerBackend {
             started_at: run.started_at,
             ended_at: run.ended_at,
             tasks,
-            instance_count: all.len(),
+            instance_count,
             instances,
             artifacts,
         })

@@ -521,6 +521,16 @@ impl Db {
         )
     }
 
+    /// The first `limit` live instances of a run (mapped placeholders left out), by id.
+    pub async fn run_instances_page(&self, run_id: i64, limit: i64) -> StoreResult<Vec<TiRow>> {
+        let sql = format!(
+            "SELECT {TI_COLUMNS} FROM task_instances WHERE run_id = $1 AND state <> 'removed' ORDER BY id LIMIT $2"
+        );
+        Ok(
+            on_pool!(self, pool => sqlx::query_as::<_, TiRow>(&sql).bind(run_id).bind(limit).fetch_all(pool).await)?,
+        )
+    }
+
     pub async fn instance(&self, ti_id: i64) -> StoreResult<Option<TiRow>> {
         let sql = format!("SELECT {TI_COLUMNS} FROM task_instances WHERE id = $1");
         Ok(
