@@ -15,6 +15,9 @@ pub enum AppError {
     Forbidden { needed: Role, actual: Role },
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// Several fields are wrong at once (a form shows each message at its field).
+    #[error("{}", join_fields(.0))]
+    Fields(Vec<FieldError>),
     #[error("{0} was not found.")]
     NotFound(String),
     #[error("{0}")]
@@ -27,7 +30,33 @@ pub enum AppError {
     Request(String),
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+fn join_fields(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl AppError {
+    /// The message for one form field, if this error names it.
+    pub fn for_field(&self, name: &str) -> Option<String> {
+        match self {
+            AppError::Invalid { field, message } if field == name => Some(message.clone()),
+            AppError::Fields(errors) => errors
+                .iter()
+                .find(|e| e.field == name)
+                .map(|e| e.message.clone()),
+            _ => None,
+        }
+    }
+
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         AppError::Invalid {
             field: field.into(),
@@ -40,7 +69,7 @@ impl AppError {
         match self {
             AppError::Unauthenticated | AppError::SessionExpired => 401,
             AppError::Forbidden { .. } => 403,
-            AppError::Invalid { .. } | AppError::Request(_) => 400,
+            AppError::Invalid { .. } | AppError::Fields(_) | AppError::Request(_) => 400,
             AppError::NotFound(_) => 404,
             AppError::Conflict(_) => 409,
             AppError::Internal(_) => 500,

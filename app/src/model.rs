@@ -3,6 +3,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+mod console;
+pub use console::*;
+
 /// Roles with Airflow's meanings; each one includes everything the roles before it may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -321,69 +324,6 @@ pub struct ConnectionTest {
     pub latency_ms: u64,
     /// Studies listed (iMednet).
     pub count: Option<u64>,
-}
-
-/// A pipeline as the Pipelines page lists it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PipelineSummary {
-    pub id: String,
-    pub description: String,
-    pub tags: Vec<String>,
-    pub schedule: Option<String>,
-    pub tasks: usize,
-    pub params: Vec<ParamInfo>,
-}
-
-/// One trigger parameter: its type, default (as JSON text) and description.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ParamInfo {
-    pub name: String,
-    pub ty: String,
-    pub default: Option<String>,
-    pub description: String,
-}
-
-/// One run with its tasks' state counts, the first instances and the files it wrote.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunDetail {
-    pub id: i64,
-    pub pipeline_id: String,
-    pub state: String,
-    pub conf: String,
-    pub triggered_by: String,
-    pub queued_at: i64,
-    pub started_at: Option<i64>,
-    pub ended_at: Option<i64>,
-    /// Per task in pipeline order: `(state, count)` pairs.
-    pub tasks: Vec<(String, Vec<(String, i64)>)>,
-    pub instances: Vec<InstanceSummary>,
-    /// Instances the run has in all (`instances` holds at most the first page).
-    pub instance_count: usize,
-    pub artifacts: Vec<ArtifactInfo>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstanceSummary {
-    pub id: i64,
-    pub task_id: String,
-    pub map_key: Option<String>,
-    pub state: String,
-    pub try_number: i64,
-    pub started_at: Option<i64>,
-    pub ended_at: Option<i64>,
-    /// Rows, bytes and path of an export, or the error.
-    pub summary: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArtifactInfo {
-    pub id: i64,
-    pub uri: String,
-    pub bytes: i64,
-    pub sha256: String,
-    pub rows: Option<i64>,
-    /// Local files are served at `/artifacts/<id>/download`; S3 objects stay where they are.
-    pub downloadable: bool,
 }
 
 #[cfg(test)]

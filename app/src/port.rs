@@ -2,8 +2,10 @@
 //! implements [`Backend`] and puts an [`AppState`] into the router state.
 use crate::error::AppError;
 use crate::model::{
-    AuthContext, ConnectionInfo, ConnectionInput, ConnectionTest, CurrentUser, Health,
-    PasswordReset, PipelineSummary, Role, RunDetail, UserInfo,
+    AuditPage, AuthContext, ConnectionInfo, ConnectionInput, ConnectionTest, CurrentUser,
+    DashboardInfo, Health, InstanceDetail, InstancePage, InstanceQuery, PasswordReset,
+    PipelineDetail, PipelineSummary, PoolInfo, Role, RunAction, RunDetail, RunList, RunListQuery,
+    UserInfo,
 };
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
@@ -54,9 +56,22 @@ pub trait Backend: Send + Sync + 'static {
         actor: &CurrentUser,
         conn_id: &str,
     ) -> Result<ConnectionTest, AppError>;
+}
 
+/// The operator console: pipelines, runs, instances, actions, pools and the audit log.
+#[async_trait::async_trait]
+pub trait Console: Send + Sync + 'static {
+    async fn dashboard(&self) -> Result<DashboardInfo, AppError>;
     async fn list_pipelines(&self) -> Result<Vec<PipelineSummary>, AppError>;
+    async fn get_pipeline(&self, pipeline_id: &str) -> Result<PipelineDetail, AppError>;
+    async fn list_runs(&self, query: RunListQuery) -> Result<RunList, AppError>;
     async fn get_run(&self, run_id: i64) -> Result<RunDetail, AppError>;
+    async fn list_instances(
+        &self,
+        run_id: i64,
+        query: InstanceQuery,
+    ) -> Result<InstancePage, AppError>;
+    async fn get_instance(&self, ti_id: i64) -> Result<InstanceDetail, AppError>;
 
     /// Queues a run; returns its id.
     async fn trigger_run(
@@ -65,18 +80,59 @@ pub trait Backend: Send + Sync + 'static {
         pipeline_id: &str,
         conf: serde_json::Map<String, serde_json::Value>,
     ) -> Result<i64, AppError>;
+    /// Queues a run from the trigger form's text fields, typed by the pipeline's parameters.
+    async fn trigger_from_form(
+        &self,
+        actor: &CurrentUser,
+        pipeline_id: &str,
+        fields: std::collections::HashMap<String, String>,
+    ) -> Result<i64, AppError>;
+    /// A new run of the same pipeline with the same parameters.
+    async fn retrigger(&self, actor: &CurrentUser, run_id: i64) -> Result<i64, AppError>;
+    /// Cancel, clear or mark; returns what was done, in words.
+    async fn run_action(
+        &self,
+        actor: &CurrentUser,
+        run_id: i64,
+        action: RunAction,
+        task_id: Option<String>,
+        ti_id: Option<i64>,
+    ) -> Result<String, AppError>;
+
+    async fn list_pools(&self) -> Result<Vec<PoolInfo>, AppError>;
+    async fn save_pool(
+        &self,
+        actor: &CurrentUser,
+        name: &str,
+        slots: i64,
+        description: &str,
+    ) -> Result<PoolInfo, AppError>;
+    async fn delete_pool(&self, actor: &CurrentUser, name: &str) -> Result<(), AppError>;
+    async fn audit_log(
+        &self,
+        action_prefix: Option<String>,
+        page: u32,
+    ) -> Result<AuditPage, AppError>;
 }
 
 #[derive(Clone, FromRef)]
 pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub backend: Arc<dyn Backend>,
+    pub console: Arc<dyn Console>,
 }
 
 /// The backend, from the state `leptos_axum` provides to every server function and route.
 pub fn backend() -> Result<Arc<dyn Backend>, AppError> {
     use_context::<AppState>()
         .map(|s| s.backend)
+        .ok_or_else(|| AppError::Internal("missing application state".into()))
+}
+
+/// The console side of the port.
+pub fn console() -> Result<Arc<dyn Console>, AppError> {
+    use_context::<AppState>()
+        .map(|s| s.console)
         .ok_or_else(|| AppError::Internal("missing application state".into()))
 }
 

@@ -1,12 +1,15 @@
 use crate::api::session::whoami;
 use crate::components::layout::Layout;
 use crate::pages::{
+    audit::AuditPage,
     connections::ConnectionsPage,
     dashboard::DashboardPage,
     login::LoginPage,
     not_found::NotFound,
-    pipelines::{PipelinesPage, RunPage},
+    pipelines::{PipelinePage, PipelinesPage},
     placeholders::*,
+    pools::PoolsPage,
+    runs::{InstancePage, RunPage, RunsPage},
     users::UsersPage,
 };
 use leptos::prelude::*;
@@ -50,7 +53,10 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("") view=DashboardPage ssr=SsrMode::Async/>
                     <Route path=path!("pipelines") view=PipelinesPage ssr=SsrMode::Async/>
                     <Route path=path!("runs") view=RunsPage ssr=SsrMode::Async/>
+                    <Route path=path!("pipelines/:id") view=PipelinePage ssr=SsrMode::Async/>
                     <Route path=path!("runs/:id") view=RunPage ssr=SsrMode::Async/>
+                    <Route path=path!("runs/:id/instances/:ti") view=InstancePage ssr=SsrMode::Async/>
+                    <Route path=path!("audit") view=AuditPage ssr=SsrMode::Async/>
                     <Route path=path!("flows") view=FlowsPage ssr=SsrMode::Async/>
                     <Route path=path!("connections") view=ConnectionsPage ssr=SsrMode::Async/>
                     <Route path=path!("pools") view=PoolsPage ssr=SsrMode::Async/>

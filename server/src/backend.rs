@@ -4,13 +4,15 @@ use crate::connections::{ConnectionError, Connections};
 use crate::engine::{Engine, EngineError};
 use crate::passwords;
 use crate::store::{Db, StoreError};
-use app::error::AppError;
+use app::error::{AppError, FieldError};
 use app::model::{
-    ArtifactInfo, ConnectionInfo, ConnectionInput, ConnectionTest, CurrentUser, DatabaseHealth,
-    Health, InstanceSummary, ParamInfo, PasswordReset, PipelineSummary, Role, RunDetail, UserInfo,
+    ConnectionInfo, ConnectionInput, ConnectionTest, CurrentUser, DatabaseHealth, Health,
+    PasswordReset, Role, UserInfo,
 };
 use app::port::Backend;
 use std::sync::Arc;
+
+mod console;
 
 pub struct ServerBackend {
     pub db: Db,
@@ -19,7 +21,7 @@ pub struct ServerBackend {
 }
 
 /// Logs the real cause and hands the browser a reference to find it.
-fn internal(err: impl std::fmt::Display) -> AppError {
+pub(crate) fn internal(err: impl std::fmt::Display) -> AppError {
     let reference = format!("{:08x}", rand::random::<u32>());
     tracing::error!(%reference, error = %err, "request failed");
     AppError::Internal(reference)
@@ -51,13 +53,14 @@ impl From<EngineError> for AppError {
             EngineError::NotFound(what) => AppError::NotFound(what),
             EngineError::Params(errors) => match errors.as_slice() {
                 [one] => AppError::invalid(one.param.clone(), one.message.clone()),
-                _ => AppError::invalid(
-                    "conf",
+                _ => AppError::Fields(
                     errors
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; "),
+                        .into_iter()
+                        .map(|e| FieldError {
+                            field: e.param,
+                            message: e.message,
+                        })
+                        .collect(),
                 ),
             },
             EngineError::Invalid(message) => AppError::Conflict(message),
@@ -306,156 +309,5 @@ impl Backend for ServerBackend {
         )
         .await?;
         Ok(result)
-    }
-
-    async fn trigger_run(
-        &self,
-        actor: &CurrentUser,
-        pipeline_id: &str,
-        conf: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<i64, AppError> {
-        let detail = serde_json::Value::Object(conf.clone());
-        let run_id = self
-            .engine
-            .trigger(pipeline_id, conf, &actor.username, Vec::new())
-            .await?;
-        self.audit(
-            actor,
-            "run.trigger",
-            &format!("{pipeline_id} run {run_id}"),
-            self.connections.known_secrets().redact_json(&detail),
-        )
-        .await?;
-        Ok(run_id)
-    }
-
-    async fn list_pipelines(&self) -> Result<Vec<PipelineSummary>, AppError> {
-        let mut list: Vec<PipelineSummary> = self
-            .engine
-            .catalog
-            .all()
-            .iter()
-            .map(|p| PipelineSummary {
-                id: p.id().to_string(),
-                description: p.spec.description.trim().to_string(),
-                tags: p.spec.tags.clone(),
-                schedule: p.spec.schedule.clone(),
-                tasks: p.spec.tasks.len(),
-                params: p
-                    .spec
-                    .params
-                    .iter()
-                    .map(|(name, spec)| ParamInfo {
-                        name: name.clone(),
-                        ty: serde_json::to_value(spec.ty)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default(),
-                        default: spec.default.as_ref().map(|d| d.to_string()),
-                        description: spec.description.clone(),
-                    })
-                    .collect(),
-            })
-            .collect();
-        list.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(list)
-    }
-
-    async fn get_run(&self, run_id: i64) -> Result<RunDetail, AppError> {
-        /// The first page of instances; the console pages through the rest.
-        const FIRST_PAGE: i64 = 200;
-        let run = self
-            .db
-            .run_row(run_id)
-            .await?
-            .ok_or_else(|| AppError::NotFound(format!("Run {run_id}")))?;
-        let order: Vec<String> = self
-            .engine
-            .run_pipeline(&run)
-            .map(|p| p.order.clone())
-            .unwrap_or_default();
-        let mut counts: std::collections::BTreeMap<String, Vec<(String, i64)>> = Default::default();
-        let mut instance_count = 0;
-        for (task, state, n) in self.db.task_state_counts(run_id).await? {
-            if state != "removed" {
-                instance_count += usize::try_from(n).unwrap_or(0);
-            }
-            counts.entry(task).or_default().push((state, n));
-        }
-        let mut tasks: Vec<(String, Vec<(String, i64)>)> = order
-            .iter()
-            .map(|t| (t.clone(), counts.remove(t).unwrap_or_default()))
-            .collect();
-        tasks.extend(counts);
-        let secrets = self.connections.known_secrets();
-        let instances = self
-            .db
-            .run_instances_page(run_id, FIRST_PAGE)
-            .await?
-            .iter()
-            .map(|ti| InstanceSummary {
-                id: ti.id,
-                task_id: ti.task_id.clone(),
-                map_key: ti.map_key.clone(),
-                state: ti.state.clone(),
-                try_number: ti.try_number,
-                started_at: ti.started_at,
-                ended_at: ti.ended_at,
-                summary: secrets.redact_text(&summarize(ti.output.as_deref(), ti.error.as_deref())),
-            })
-            .collect();
-        let artifacts = self
-            .db
-            .run_artifacts(run_id)
-            .await?
-            .into_iter()
-            .map(|a| ArtifactInfo {
-                downloadable: !a.uri.starts_with("s3://"),
-                id: a.id,
-                uri: a.uri,
-                bytes: a.bytes,
-                sha256: a.sha256,
-                rows: a.rows_written,
-            })
-            .collect();
-        Ok(RunDetail {
-            id: run.id,
-            pipeline_id: run.pipeline_id,
-            state: run.state,
-            conf: secrets.redact_text(&run.conf),
-            triggered_by: run.triggered_by,
-            queued_at: run.queued_at,
-            started_at: run.started_at,
-            ended_at: run.ended_at,
-            tasks,
-            instance_count,
-            instances,
-            artifacts,
-        })
-    }
-}
-
-/// One line about an instance's result: an export's rows, bytes and path, or the error.
-fn summarize(output: Option<&str>, error: Option<&str>) -> String {
-    if let Some(e) = error {
-        return e.lines().next().unwrap_or_default().to_string();
-    }
-    let Some(out) = output.and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok()) else {
-        return String::new();
-    };
-    match (&out["rows"], &out["bytes"], &out["path"]) {
-        (serde_json::Value::Number(rows), serde_json::Value::Number(bytes), path) => {
-            format!(
-                "{rows} rows, {bytes} bytes → {}",
-                path.as_str().unwrap_or("")
-            )
-        }
-        _ => {
-            let text = out.to_string();
-            match text.char_indices().nth(120) {
-                Some((i, _)) => format!("{}…", &text[..i]),
-                None => text,
-            }
-        }
     }
 }

@@ -200,6 +200,9 @@ pub enum BenchTarget {
     /// Export records/s and peak memory per format and study size (each export in its own
     /// process, so peaks are comparable), and the Python SDK's export_to_csv for a ratio.
     Export(crate::export::bench::BenchOptions),
+    /// The run page of a 10,000-instance run: server render time and first payload, and the
+    /// live stream's message rate while the instances finish.
+    Console(crate::http::bench::ConsoleBenchOptions),
     /// One export in this process (used by `bench export`); prints JSON.
     #[command(hide = true)]
     ExportWorker {
@@ -545,6 +548,10 @@ async fn bench(target: BenchTarget) -> anyhow::Result<()> {
                 worker_processes,
             };
             let out = crate::engine::bench::run(opts).await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        BenchTarget::Console(opts) => {
+            let out = crate::http::bench::run(opts).await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         BenchTarget::Export(opts) => {

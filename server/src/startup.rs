@@ -66,13 +66,15 @@ impl Application {
             .site_addr(local)
             .env(Env::PROD)
             .build();
+        let backend = Arc::new(ServerBackend {
+            db: db.clone(),
+            engine: engine.clone(),
+            connections: engine.connections().clone(),
+        });
         let app_state = AppState {
             leptos_options,
-            backend: Arc::new(ServerBackend {
-                db: db.clone(),
-                engine: engine.clone(),
-                connections: engine.connections().clone(),
-            }),
+            backend: backend.clone(),
+            console: backend,
         };
         let mut router = http::router(
             app_state,
@@ -81,7 +83,7 @@ impl Application {
                 idle: args.session_idle(),
                 secure_cookies: args.secure_cookies,
             },
-            &engine.export_root(),
+            engine.clone(),
         );
         if args.demo {
             // Outside the session and sign-in layers: it checks iMednet's own API keys.

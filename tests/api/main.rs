@@ -3,6 +3,7 @@ mod helpers;
 
 mod auth;
 mod connections;
+mod console;
 mod crash;
 mod engine;
 mod exports;

@@ -78,6 +78,20 @@ fn start_server() -> Server {
 struct Seen(Vec<String>);
 
 impl Seen {
+    /// An event stream: everything received within `wait` (streams do not end by themselves).
+    async fn keep_stream(&mut self, what: &str, res: reqwest::Response, wait: Duration) -> u16 {
+        use futures::StreamExt;
+        let status = res.status().as_u16();
+        let mut body = res.bytes_stream();
+        let mut text = String::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, body.next()).await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        self.0.push(format!("== {what} ({status})\n{text}"));
+        status
+    }
+
     async fn keep(&mut self, what: &str, res: reqwest::Response) -> (u16, String) {
         let status = res.status().as_u16();
         let headers: Vec<String> = res
@@ -288,6 +302,60 @@ async fn a_whole_journey_leaks_no_secret_anywhere() {
         wait_for_end(&db, runs[2]).await,
     ];
     assert_eq!(states, ["success", "failed", "success"]);
+
+    // The console: run pages, instance pages with input, result, error and logs, the instance
+    // table, and the live streams of runs and logs.
+    for run in &runs {
+        for page in [format!("/runs/{run}"), format!("/runs/{run}?state=failed")] {
+            let res = http.get(format!("{base}{page}")).send().await.unwrap();
+            assert_eq!(seen.keep(&page, res).await.0, 200, "{page}");
+        }
+        let run_text = run.to_string();
+        post(
+            &mut seen,
+            &http,
+            &base,
+            "/api/viewer/get_run",
+            &[("run_id", &run_text)],
+        )
+        .await;
+        post(
+            &mut seen,
+            &http,
+            &base,
+            "/api/viewer/list_instances",
+            &[("run_id", &run_text)],
+        )
+        .await;
+        let path = format!("/events/runs/{run}?after=0");
+        let res = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(
+            seen.keep_stream(&path, res, Duration::from_secs(2)).await,
+            200
+        );
+        for ti in db.run_instances(*run).await.unwrap() {
+            let page = format!("/runs/{run}/instances/{}", ti.id);
+            let res = http.get(format!("{base}{page}")).send().await.unwrap();
+            assert_eq!(seen.keep(&page, res).await.0, 200, "{page}");
+            post(
+                &mut seen,
+                &http,
+                &base,
+                "/api/viewer/get_instance",
+                &[("ti_id", &ti.id.to_string())],
+            )
+            .await;
+            for attempt in db.attempts(ti.id).await.unwrap() {
+                let path = format!("/events/instances/{}/log?attempt={}", ti.id, attempt.id);
+                let res = http.get(format!("{base}{path}")).send().await.unwrap();
+                seen.keep_stream(&path, res, Duration::from_millis(700))
+                    .await;
+            }
+        }
+    }
+    let res = http.get(format!("{base}/audit")).send().await.unwrap();
+    seen.keep("/audit", res).await;
+    post(&mut seen, &http, &base, "/api/admin/audit_log", &[]).await;
 
     // What the server stored and will show: events, task logs, results, errors, audit.
     let mut stored: Vec<String> = Vec::new();

@@ -6,7 +6,9 @@
 //! (`viewer`, `user`, `op`, `admin`). The server refuses a caller below that role before the
 //! arguments are even read, and the function checks again itself. The only exception is
 //! `/api/public/whoami`, which answers "nobody" to anonymous callers.
+pub mod audit;
 pub mod connections;
+pub mod pools;
 pub mod runs;
 pub mod session;
 pub mod system;

@@ -10,3 +10,12 @@ pub async fn system_health() -> Result<Health, AppError> {
     require(Role::Viewer)?;
     Ok(backend()?.health().await)
 }
+
+/// Everything the dashboard shows, in one call.
+#[server(prefix = "/api/viewer", endpoint = "dashboard")]
+pub async fn dashboard() -> Result<crate::model::DashboardInfo, AppError> {
+    use crate::model::Role;
+    use crate::port::{console, require, respond};
+    require(Role::Viewer)?;
+    console()?.dashboard().await.map_err(respond)
+}

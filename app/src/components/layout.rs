@@ -17,7 +17,7 @@ pub fn current_role() -> Signal<Option<Role>> {
     })
 }
 
-const NAV: [(&str, &str, Role); 7] = [
+const NAV: [(&str, &str, Role); 8] = [
     ("/", "Dashboard", Role::Viewer),
     ("/pipelines", "Pipelines", Role::Viewer),
     ("/runs", "Runs", Role::Viewer),
@@ -25,6 +25,7 @@ const NAV: [(&str, &str, Role); 7] = [
     ("/connections", "Connections", Role::Op),
     ("/pools", "Pools", Role::Viewer),
     ("/users", "Users", Role::Admin),
+    ("/audit", "Audit log", Role::Admin),
 ];
 
 #[component]

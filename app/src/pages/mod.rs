@@ -1,8 +1,11 @@
 //! One file per page.
+pub mod audit;
 pub mod connections;
 pub mod dashboard;
 pub mod login;
 pub mod not_found;
 pub mod pipelines;
 pub mod placeholders;
+pub mod pools;
+pub mod runs;
 pub mod users;

@@ -15,16 +15,6 @@ fn EmptyPage(title: &'static str, empty: &'static str) -> impl IntoView {
 }
 
 #[component]
-pub fn RunsPage() -> impl IntoView {
-    view! { <EmptyPage title="Runs" empty="No runs yet."/> }
-}
-
-#[component]
 pub fn FlowsPage() -> impl IntoView {
     view! { <EmptyPage title="Flows" empty="No flows of flows are registered yet."/> }
-}
-
-#[component]
-pub fn PoolsPage() -> impl IntoView {
-    view! { <EmptyPage title="Pools" empty="No pools are configured yet."/> }
 }

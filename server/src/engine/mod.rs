@@ -509,6 +509,18 @@ impl Engine {
         Ok(p)
     }
 
+    /// Creates or resizes a pool; the scheduler looks again at once (more slots may admit more).
+    pub async fn save_pool(
+        &self,
+        name: &str,
+        slots: i64,
+        description: &str,
+    ) -> Result<(), EngineError> {
+        self.db.set_pool(name, slots, description).await?;
+        self.changed().await;
+        Ok(())
+    }
+
     /// Something changed that the scheduler should look at, here and in other processes.
     async fn changed(&self) {
         self.bus.wake_scheduler();

@@ -155,7 +155,11 @@ fn is_static(path: &str) -> bool {
 
 /// Paths rendered by the app that need a signed-in user.
 fn is_page(path: &str) -> bool {
-    let exempt = path == "/login" || path.starts_with("/auth/") || path.starts_with("/sim/");
+    let exempt = path == "/login"
+        || path.starts_with("/auth/")
+        || path.starts_with("/sim/")
+        // Event streams answer 401 themselves; a redirect would make EventSource retry a page.
+        || path.starts_with("/events/");
     let is_file = path
         .rsplit('/')
         .next()

@@ -1,7 +1,9 @@
 //! The HTTP surface: routes, sessions, authentication, cross-site protection and health.
 pub mod artifacts;
 pub mod auth;
+pub mod bench;
 pub mod csrf;
+pub mod events;
 pub mod health;
 pub mod session_store;
 
@@ -30,14 +32,16 @@ pub struct HttpState {
     pub db: Db,
     /// Canonical export root: the only folder downloads are served from.
     pub export_root: std::path::PathBuf,
+    pub engine: std::sync::Arc<crate::engine::Engine>,
 }
 
 pub fn router(
     app_state: AppState,
     db: Db,
     sessions: SessionSettings,
-    export_root: &std::path::Path,
+    engine: std::sync::Arc<crate::engine::Engine>,
 ) -> Router {
+    let export_root = engine.export_root();
     let routes = generate_route_list(app::App);
     let options = app_state.leptos_options.clone();
     let leptos = Router::new()
@@ -53,7 +57,8 @@ pub fn router(
     let http_state = HttpState {
         app: app_state,
         db: db.clone(),
-        export_root: std::fs::canonicalize(export_root).unwrap_or_else(|_| export_root.into()),
+        export_root: std::fs::canonicalize(&export_root).unwrap_or(export_root),
+        engine,
     };
     let idle = time::Duration::try_from(sessions.idle).unwrap_or(time::Duration::hours(8));
     let session_layer = SessionManagerLayer::new(session_store::DbSessionStore::new(db))
@@ -69,6 +74,9 @@ pub fn router(
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))
         .route("/artifacts/{id}/download", get(artifacts::download))
+        .route("/events/runs/{id}", get(events::run_events))
+        .route("/events/dashboard", get(events::dashboard_events))
+        .route("/events/instances/{ti}/log", get(events::log_events))
         .with_state(http_state.clone())
         .merge(leptos)
         .layer(axum::middleware::from_fn_with_state(

@@ -28,9 +28,21 @@ impl Db {
 
     /// Newest first.
     pub async fn audit_entries(&self, limit: i64) -> StoreResult<Vec<AuditEntry>> {
+        self.audit_page(None, limit, 0).await
+    }
+
+    /// Newest first, optionally only one action prefix (`run.`, `connection.`…).
+    pub async fn audit_page(
+        &self,
+        action_prefix: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let prefix = action_prefix.map(|p| format!("{p}%"));
         let rows = on_pool!(self, pool => sqlx::query_as::<_, AuditEntry>(
-            "SELECT id, at, actor, action, target, detail FROM audit_log ORDER BY id DESC LIMIT $1")
-            .bind(limit).fetch_all(pool).await)?;
+            "SELECT id, at, actor, action, target, detail FROM audit_log \
+             WHERE ($1 IS NULL OR action LIKE $1) ORDER BY id DESC LIMIT $2 OFFSET $3")
+            .bind(&prefix).bind(limit).bind(offset).fetch_all(pool).await)?;
         Ok(rows)
     }
 }

@@ -172,10 +172,10 @@ impl TiRow {
     }
 }
 
-const RUN_COLUMNS: &str = "id, pipeline_id, state, conf, run_trigger, triggered_by, logical_date, labels, spec, \
+pub(super) const RUN_COLUMNS: &str = "id, pipeline_id, state, conf, run_trigger, triggered_by, logical_date, labels, spec, \
     queued_at, started_at, ended_at";
 
-const TI_COLUMNS: &str = "id, run_id, task_id, map_index, map_key, state, try_number, max_tries, pool, \
+pub(super) const TI_COLUMNS: &str = "id, run_id, task_id, map_index, map_key, state, try_number, max_tries, pool, \
     pool_slots, priority, labels, input, output, error, queued_at, started_at, ended_at, next_attempt_at, \
     sensor_started_at, fence, lease_owner";
 

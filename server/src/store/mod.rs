@@ -5,6 +5,7 @@
 //! Engine-specific work (locking, notifications) lives in the backend's own module.
 pub mod audit;
 pub mod connections;
+pub mod console;
 pub mod engine;
 pub mod throttle;
 pub mod users;
