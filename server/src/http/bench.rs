@@ -26,9 +26,9 @@ pub struct ConsoleBenchOptions {
 const PASSWORD: &str = "bench-console-password";
 
 fn pipeline_yaml(n: usize) -> String {
-    // Each instance sleeps a little so the run is in flight long enough to measure the stream.
+    // Echo results look like an export's (rows), so the table shows an output summary.
     format!(
-        "id: bench_console\nmax_active_tasks: 64\ntasks:\n  export:\n    operator: sleep\n    partial: {{ seconds: 0.01 }}\n    expand: {{ study: \"{{{{ range({n}) | list }}}}\" }}\n    map_key: \"STUDY-{{{{ item.study }}}}\"\n"
+        "id: bench_console\nmax_active_tasks: 64\ntasks:\n  export:\n    operator: echo\n    partial: {{ rows: 60 }}\n    expand: {{ study: \"{{{{ range({n}) | list }}}}\" }}\n    map_key: \"STUDY-{{{{ item.study }}}}\"\n"
     )
 }
 
@@ -73,6 +73,7 @@ pub async fn run(opts: ConsoleBenchOptions) -> anyhow::Result<Value> {
     let app = Application::build(args).await?;
     let base = format!("http://127.0.0.1:{}", app.port());
     crate::bootstrap::add_user(app.db(), "bench", Role::User, Some(PASSWORD.into())).await?;
+    let db = app.db().clone();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
 
     let client = reqwest::Client::builder()
@@ -134,6 +135,25 @@ pub async fn run(opts: ConsoleBenchOptions) -> anyhow::Result<Value> {
         .await
         .map_err(|_| anyhow::anyhow!("the run did not finish within 15 minutes"))???;
     let run_seconds = started.elapsed().as_secs_f64();
+    let run = db
+        .run_row(run_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished"))?;
+    if run.state != "success" {
+        let why = db
+            .run_instances(run_id)
+            .await?
+            .into_iter()
+            .find_map(|ti| ti.error)
+            .unwrap_or_default();
+        anyhow::bail!("the benchmark run ended {}: {why}", run.state);
+    }
+    let instances = db.instances(run_id, "export").await?.len();
+    anyhow::ensure!(
+        instances == opts.instances,
+        "the run mapped {instances} instances, not {}",
+        opts.instances
+    );
 
     let (times, payload_bytes) = time_page(&client, &run_url, opts.renders).await?;
     let page_url =
