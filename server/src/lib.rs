@@ -7,6 +7,7 @@ pub mod config;
 pub mod connections;
 pub mod engine;
 pub mod export;
+pub mod flows;
 pub mod http;
 pub mod imednet;
 pub mod json;
