@@ -7,6 +7,7 @@ mod console;
 mod crash;
 mod engine;
 mod exports;
+mod flows;
 mod imednet_client;
 mod limits;
 mod no_leak;

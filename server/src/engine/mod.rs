@@ -113,6 +113,16 @@ pub fn default_worker_id() -> String {
 }
 
 /// What to clear.
+/// How a run is started beyond its parameters.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Only workers advertising all of these run its tasks.
+    pub labels: Vec<String>,
+    pub run_name: Option<String>,
+    /// Epoch milliseconds; the run stays queued until then.
+    pub start_after: Option<i64>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ClearRequest {
     pub task_id: String,
@@ -165,6 +175,7 @@ impl Engine {
                 export_root: absolute(&config.export_root),
                 secrets: connections.known_secrets(),
                 connections,
+                engine: std::sync::OnceLock::new(),
             }),
             db,
             registry,
@@ -177,6 +188,7 @@ impl Engine {
             running: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
         });
+        let _ = engine.services.engine.set(Arc::downgrade(&engine));
         for e in engine
             .catalog
             .load(
@@ -255,11 +267,26 @@ impl Engine {
         by: &str,
         labels: Vec<String>,
     ) -> Result<i64, EngineError> {
+        let options = RunOptions {
+            labels,
+            ..RunOptions::default()
+        };
+        self.trigger_with(pipeline_id, conf, by, options).await
+    }
+
+    /// Triggers with a run name, worker labels and a start time.
+    pub async fn trigger_with(
+        &self,
+        pipeline_id: &str,
+        conf: Map<String, Value>,
+        by: &str,
+        options: RunOptions,
+    ) -> Result<i64, EngineError> {
         let pipeline = self
             .catalog
             .get(pipeline_id)
             .ok_or_else(|| EngineError::NotFound(format!("pipeline '{pipeline_id}'")))?;
-        self.create_run(&pipeline, conf, "manual", by, now_ms(), labels)
+        self.create_run(&pipeline, conf, "manual", by, now_ms(), options)
             .await
     }
 
@@ -270,11 +297,11 @@ impl Engine {
         trigger: &str,
         by: &str,
         logical_date: i64,
-        labels: Vec<String>,
+        options: RunOptions,
     ) -> Result<i64, EngineError> {
         let resolved =
             params::resolve_conf(&pipeline.spec.params, &conf).map_err(EngineError::Params)?;
-        let mut labels = labels;
+        let mut labels = options.labels;
         labels.sort();
         labels.dedup();
         let run_labels = labels.join(",");
@@ -296,6 +323,8 @@ impl Engine {
             labels: run_labels,
             spec: serde_json::to_string(pipeline)
                 .map_err(|e| EngineError::Invalid(e.to_string()))?,
+            run_name: options.run_name,
+            start_after: options.start_after,
         };
         let (run_id, events) = self.db.create_run(&run, &tasks).await?;
         self.bus.publish(events);

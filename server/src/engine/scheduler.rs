@@ -171,6 +171,10 @@ impl Engine {
         for run in runs {
             match run.state() {
                 RunState::Queued => {
+                    if let Some(at) = run.start_after.filter(|at| *at > now_ms()) {
+                        earliest(Some(at));
+                        continue;
+                    }
                     let pipeline = self.run_pipeline(&run)?;
                     let n = running_per_pipeline
                         .entry(run.pipeline_id.clone())
@@ -739,8 +743,15 @@ impl Engine {
                 None => self.db.set_next_run_at(&row.id, next(now)).await?,
                 Some(at) if at <= now => {
                     let conf = Map::new();
-                    self.create_run(&pipeline, conf, "schedule", "scheduler", at, Vec::new())
-                        .await?;
+                    self.create_run(
+                        &pipeline,
+                        conf,
+                        "schedule",
+                        "scheduler",
+                        at,
+                        Default::default(),
+                    )
+                    .await?;
                     let following = next(now);
                     self.db.set_next_run_at(&row.id, following).await?;
                     next_due = following.or(next_due);

@@ -1,6 +1,7 @@
 //! Operators: the Rust types that do a task's work. Each validates its typed input before the
 //! task is queued and classifies its failures as retryable or fatal.
 mod command;
+pub mod flows;
 mod generic;
 pub mod imednet;
 
@@ -35,6 +36,30 @@ pub struct Services {
     pub connections: Arc<Connections>,
     /// Scrubs secret values from task logs, errors and results.
     pub secrets: KnownSecrets,
+    /// The engine itself, for operators that start runs (a flow of flows' children). Set once
+    /// the engine exists; weak so the engine and its services do not keep each other alive.
+    pub engine: std::sync::OnceLock<std::sync::Weak<crate::engine::Engine>>,
+}
+
+impl Services {
+    pub fn engine(&self) -> Result<Arc<crate::engine::Engine>, TaskError> {
+        self.engine
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .ok_or_else(|| TaskError::Retryable("the engine is stopping".into()))
+    }
+
+    /// Where flows read and write files: `local` is `<data dir>/files`.
+    pub fn filesystems(&self) -> crate::flows::files::Filesystems {
+        let mut fs = crate::flows::files::Filesystems::new();
+        fs.insert(
+            "local",
+            crate::flows::files::Filesystem::Local {
+                root: self.data_dir.join("files"),
+            },
+        );
+        fs
+    }
 }
 
 /// Appends lines to the log of the current attempt; readable while the task runs.
@@ -141,6 +166,11 @@ impl OperatorRegistry {
         r.register(imednet::ToS3);
         r.register(imednet::JobSensor);
         r.register(imednet::SubmitRecords);
+        r.register(flows::RunChild);
+        r.register(flows::SaveFile);
+        r.register(flows::LoadFile);
+        r.register(flows::SaveResult);
+        r.register(flows::AssertEqual);
         r
     }
 

@@ -132,6 +132,9 @@ pub struct RunRow {
     pub queued_at: i64,
     pub started_at: Option<i64>,
     pub ended_at: Option<i64>,
+    pub run_name: Option<String>,
+    /// A queued run does not start before this time.
+    pub start_after: Option<i64>,
 }
 
 impl RunRow {
@@ -173,7 +176,7 @@ impl TiRow {
 }
 
 pub(super) const RUN_COLUMNS: &str = "id, pipeline_id, state, conf, run_trigger, triggered_by, logical_date, labels, spec, \
-    queued_at, started_at, ended_at";
+    queued_at, started_at, ended_at, run_name, start_after";
 
 pub(super) const TI_COLUMNS: &str = "id, run_id, task_id, map_index, map_key, state, try_number, max_tries, pool, \
     pool_slots, priority, labels, input, output, error, queued_at, started_at, ended_at, next_attempt_at, \
@@ -225,6 +228,8 @@ pub struct NewRun {
     pub logical_date: i64,
     pub labels: String,
     pub spec: String,
+    pub run_name: Option<String>,
+    pub start_after: Option<i64>,
 }
 
 /// A task instance a worker has claimed.
@@ -409,10 +414,11 @@ impl Db {
         Ok(transaction!(self, tx => {
             let mut events = Vec::new();
             let run_id: i64 = sqlx::query_scalar(
-                "INSERT INTO runs (pipeline_id, state, conf, run_trigger, triggered_by, logical_date, labels, spec, queued_at) \
-                 VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8) RETURNING id")
+                "INSERT INTO runs (pipeline_id, state, conf, run_trigger, triggered_by, logical_date, labels, spec, queued_at, \
+                   run_name, start_after) VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id")
                 .bind(&run.pipeline_id).bind(&conf).bind(&run.trigger).bind(&run.triggered_by)
                 .bind(run.logical_date).bind(&run.labels).bind(&run.spec).bind(now)
+                .bind(&run.run_name).bind(run.start_after)
                 .fetch_one(&mut *tx).await?;
             for t in tasks {
                 insert_instance!(tx, run_id, t);

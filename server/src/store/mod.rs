@@ -7,6 +7,7 @@ pub mod audit;
 pub mod connections;
 pub mod console;
 pub mod engine;
+pub mod flows;
 pub mod throttle;
 pub mod users;
 
