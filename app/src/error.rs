@@ -18,6 +18,10 @@ pub enum AppError {
     /// Several fields are wrong at once (a form shows each message at its field).
     #[error("{}", join_fields(.0))]
     Fields(Vec<FieldError>),
+    /// A flow run that did not give the result asked for; `kind` is flow_failed,
+    /// task_not_completed, task_not_in_flow, empty_result or timeout.
+    #[error("{message}")]
+    FlowRun { kind: String, message: String },
     #[error("{0} was not found.")]
     NotFound(String),
     #[error("{0}")]
@@ -72,6 +76,11 @@ impl AppError {
             AppError::Invalid { .. } | AppError::Fields(_) | AppError::Request(_) => 400,
             AppError::NotFound(_) => 404,
             AppError::Conflict(_) => 409,
+            AppError::FlowRun { kind, .. } => match kind.as_str() {
+                "task_not_in_flow" | "empty_result" => 404,
+                "timeout" => 504,
+                _ => 409,
+            },
             AppError::Internal(_) => 500,
         }
     }

@@ -4,7 +4,9 @@ use std::fmt;
 use std::str::FromStr;
 
 mod console;
+mod flows;
 pub use console::*;
+pub use flows::*;
 
 /// Roles with Airflow's meanings; each one includes everything the roles before it may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

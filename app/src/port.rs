@@ -3,9 +3,9 @@
 use crate::error::AppError;
 use crate::model::{
     AuditPage, AuthContext, ConnectionInfo, ConnectionInput, ConnectionTest, CurrentUser,
-    DashboardInfo, Health, InstanceDetail, InstancePage, InstanceQuery, PasswordReset,
-    PipelineDetail, PipelineSummary, PoolInfo, Role, RunAction, RunDetail, RunList, RunListQuery,
-    UserInfo,
+    DashboardInfo, FlowDetail, FlowInfo, FlowRegistered, Health, InstanceDetail, InstancePage,
+    InstanceQuery, PasswordReset, PipelineDetail, PipelineSummary, PoolInfo, Role, RunAction,
+    RunDetail, RunList, RunListQuery, UserInfo,
 };
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
@@ -113,6 +113,45 @@ pub trait Console: Send + Sync + 'static {
         action_prefix: Option<String>,
         page: u32,
     ) -> Result<AuditPage, AppError>;
+
+    async fn list_flows(&self) -> Result<Vec<FlowInfo>, AppError>;
+    async fn get_flow(&self, project: &str, name: &str) -> Result<FlowDetail, AppError>;
+    /// Registers a pipeline (in `project`) or a flow of flows (its own project).
+    async fn register_flow(
+        &self,
+        actor: &CurrentUser,
+        project: &str,
+        source: &str,
+    ) -> Result<FlowRegistered, AppError>;
+    /// Checks without storing; answers what would be registered.
+    async fn validate_flow(&self, project: &str, source: &str) -> Result<String, AppError>;
+    async fn run_flow(
+        &self,
+        actor: &CurrentUser,
+        flow: &str,
+        parameters: serde_json::Map<String, serde_json::Value>,
+        options: FlowRunOptions,
+    ) -> Result<i64, AppError>;
+    /// Runs and waits; all results by task slug, or `task`'s.
+    async fn run_and_return(
+        &self,
+        actor: &CurrentUser,
+        flow: &str,
+        parameters: serde_json::Map<String, serde_json::Value>,
+        task: Option<String>,
+        options: FlowRunOptions,
+    ) -> Result<serde_json::Value, AppError>;
+}
+
+/// Run configuration for flows (LUME's FlowRunConfig, every field working).
+#[derive(Debug, Clone, Default)]
+pub struct FlowRunOptions {
+    pub labels: Vec<String>,
+    pub run_name: Option<String>,
+    /// Epoch milliseconds.
+    pub start_after: Option<i64>,
+    pub timeout_seconds: u64,
+    pub poll_interval_seconds: u64,
 }
 
 #[derive(Clone, FromRef)]

@@ -13,6 +13,7 @@ use app::port::Backend;
 use std::sync::Arc;
 
 mod console;
+mod flows;
 
 pub struct ServerBackend {
     pub db: Db,

@@ -65,6 +65,11 @@ pub enum Command {
         #[command(subcommand)]
         action: PipelinesCommand,
     },
+    /// Flows and flows of flows: register (versioned), list, validate, run and return results.
+    Flows {
+        #[command(subcommand)]
+        action: FlowsCommand,
+    },
     /// Connections: list them (secrets as ***) and rotate the key that encrypts their secrets.
     Connections {
         #[command(subcommand)]
@@ -171,6 +176,59 @@ fn parse_faults(s: &str) -> Result<crate::imednet::Faults, String> {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum FlowsCommand {
+    /// Register a pipeline (into --project) or a flow of flows from a YAML file; an unchanged
+    /// flow keeps its version, a changed one gets the next.
+    Register {
+        file: std::path::PathBuf,
+        #[arg(long, default_value = "default")]
+        project: String,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Check a YAML file without registering it.
+    Validate {
+        file: std::path::PathBuf,
+        #[arg(long, default_value = "default")]
+        project: String,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// The newest version of every registered flow.
+    List {
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Run a flow. With --wait (or --task), wait and print its results as JSON; a running server
+    /// executes it.
+    Run {
+        flow: String,
+        /// Parameters as a JSON object.
+        #[arg(long, default_value = "{}")]
+        params: String,
+        /// Print only this task's result (implies --wait).
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[arg(long, default_value_t = 10)]
+        poll_interval: u64,
+        /// Only workers with all these labels run it.
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// RFC 3339 time before which the run does not start.
+        #[arg(long)]
+        start_at: Option<String>,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum BenchTarget {
     /// Simulator pages/s and client records/s streaming one study, with peak memory.
     Imednet {
@@ -273,6 +331,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { id, storage } => show_run(id, &storage).await,
         Command::Pipelines { action } => pipelines(action).await,
         Command::Worker { storage, engine } => worker(&storage, &engine).await,
+        Command::Flows { action } => flows(action).await,
         Command::Connections { action } => connections(action).await,
         Command::Bench { target } => bench(target).await,
     }
@@ -614,6 +673,133 @@ async fn user(action: UserCommand) -> anyhow::Result<()> {
                 let state = if u.disabled { "disabled" } else { "active" };
                 println!("{:<32} {:<7} {state}", u.username, u.role);
             }
+        }
+    }
+    Ok(())
+}
+
+/// An engine that neither schedules nor runs tasks: the running server does.
+async fn client_engine(storage: &StorageArgs) -> anyhow::Result<std::sync::Arc<Engine>> {
+    let db = open(storage).await?;
+    let mut config = crate::config::EngineArgs::default().config(&storage.data_dir, false);
+    config.workers = 0;
+    Ok(Engine::start(db, config, OperatorRegistry::with_builtin()).await?)
+}
+
+async fn flows(action: FlowsCommand) -> anyhow::Result<()> {
+    use crate::flows::{registry, runner};
+    match action {
+        FlowsCommand::Register {
+            file,
+            project,
+            storage,
+        } => {
+            let source = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let engine = client_engine(&storage).await?;
+            let name = file.display().to_string();
+            let r = registry::register(&engine, &project, &name, &source, "cli", true).await;
+            engine.stop().await;
+            let r = r.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let what = if r.created { "registered" } else { "unchanged" };
+            println!(
+                "{}/{} version {} ({}, flow id {}) {what}",
+                r.project, r.name, r.version, r.kind, r.flow_id
+            );
+        }
+        FlowsCommand::Validate {
+            file,
+            project,
+            storage,
+        } => {
+            let source = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let engine = client_engine(&storage).await?;
+            let name = file.display().to_string();
+            let result = if registry::is_composition(&source) {
+                registry::validate_composition(&engine, &name, &source)
+                    .await
+                    .map(|c| {
+                        format!(
+                            "flow of flows {}/{}: {} children",
+                            c.project,
+                            c.name,
+                            c.children.len()
+                        )
+                    })
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+            } else {
+                crate::engine::spec::parse_pipeline(&name, &source, &engine.registry)
+                    .map(|p| format!("flow {project}/{}: {} tasks", p.id(), p.spec.tasks.len()))
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+            };
+            engine.stop().await;
+            println!("{} is valid: {}", file.display(), result?);
+        }
+        FlowsCommand::List { storage } => {
+            let db = open(&storage).await?;
+            for f in db.latest_flows().await? {
+                println!(
+                    "{:>5}  {}/{} v{}  {}  by {}",
+                    f.id, f.project, f.name, f.version, f.kind, f.created_by
+                );
+            }
+        }
+        FlowsCommand::Run {
+            flow,
+            params,
+            task,
+            wait,
+            timeout,
+            poll_interval,
+            labels,
+            name,
+            start_at,
+            storage,
+        } => {
+            let params: serde_json::Value = serde_json::from_str(&params)
+                .map_err(|e| anyhow::anyhow!("--params is not JSON: {e}"))?;
+            let Some(params) = params.as_object().cloned() else {
+                anyhow::bail!("--params must be a JSON object");
+            };
+            let start_after = start_at
+                .map(|t| {
+                    chrono::DateTime::parse_from_rfc3339(&t)
+                        .map(|t| t.timestamp_millis())
+                        .map_err(|_| anyhow::anyhow!("--start-at '{t}' is not an RFC 3339 time"))
+                })
+                .transpose()?;
+            let options = crate::engine::RunOptions {
+                labels,
+                run_name: name,
+                start_after,
+            };
+            let engine = client_engine(&storage).await?;
+            let outcome = if wait || task.is_some() {
+                runner::run_and_return(
+                    &engine,
+                    &flow,
+                    params,
+                    "cli",
+                    options,
+                    task.as_deref(),
+                    runner::Waiting {
+                        timeout: std::time::Duration::from_secs(timeout.max(1)),
+                        poll: std::time::Duration::from_secs(poll_interval.max(1)),
+                    },
+                )
+                .await
+                .map(|v| serde_json::to_string_pretty(&v).unwrap_or_default())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", e.kind()))
+            } else {
+                engine
+                    .trigger_with(&flow, params, "cli", options)
+                    .await
+                    .map(|id| format!("Run {id} of {flow} is queued."))
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+            };
+            engine.stop().await;
+            println!("{}", outcome?);
         }
     }
     Ok(())

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use std::time::Duration;
 use trialflow::engine::RunOptions;
 use trialflow::flows::registry::{Registered, RegistryError, register};
-use trialflow::flows::runner::{FlowRunError, run_and_return};
+use trialflow::flows::runner::{FlowRunError, Waiting, run_and_return};
 
 const FLOW1: &str = r#"
 id: flow1
@@ -115,8 +115,10 @@ async fn rr(
         "tester",
         RunOptions::default(),
         task,
-        timeout,
-        Duration::from_millis(200),
+        Waiting {
+            timeout,
+            poll: Duration::from_millis(200),
+        },
     )
     .await
 }
@@ -394,4 +396,189 @@ async fn runs_can_be_named_and_scheduled() {
         run.started_at.expect("started") >= start,
         "it did not start early"
     );
+}
+
+#[tokio::test]
+async fn flows_over_http_check_roles_and_answer_typed_errors() {
+    use app::model::{FlowDetail, FlowInfo, FlowRegistered, Role};
+    let app = spawn_app_on(Backend::Sqlite).await;
+    let op = app.client_as(Role::Op).await;
+    let user = app.client_as(Role::User).await;
+    let viewer = app.client_as(Role::Viewer).await;
+    let res = app
+        .call(&viewer, "/api/op/register_flow", &[("source", FLOW1)])
+        .await;
+    assert_eq!(res.status(), 403);
+    for source in [FLOW1, FLOW2, FLOW3] {
+        let res = app
+            .call(
+                &op,
+                "/api/op/register_flow",
+                &[("source", source), ("project", "trials")],
+            )
+            .await;
+        assert_eq!(
+            res.status(),
+            200,
+            "{}",
+            res.text().await.unwrap_or_default()
+        );
+    }
+    let res = app
+        .call(&op, "/api/op/validate_flow", &[("source", COMPOSED)])
+        .await;
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("flow1 → flow2 → flow3"));
+    let bad = COMPOSED.replace("parent_task_name: save_text", "parent_task_name: save_txt");
+    let res = app
+        .call(&op, "/api/op/validate_flow", &[("source", &bad)])
+        .await;
+    assert_eq!(res.status(), 400);
+    let body = res.text().await.unwrap();
+    assert!(
+        body.contains("flow.yaml:") && body.contains("save_txt"),
+        "the error names the line and task: {body}"
+    );
+    let res = app
+        .call(&op, "/api/op/register_flow", &[("source", COMPOSED)])
+        .await;
+    let registered: FlowRegistered = res.json().await.expect("registered");
+    assert_eq!(
+        (
+            registered.kind.as_str(),
+            registered.version,
+            registered.created
+        ),
+        ("composition", 1, true)
+    );
+
+    let flows: Vec<FlowInfo> = app
+        .call(&viewer, "/api/viewer/list_flows", &[])
+        .await
+        .json()
+        .await
+        .expect("flows");
+    assert_eq!(flows.len(), 4);
+    let detail: FlowDetail = app
+        .call(
+            &viewer,
+            "/api/viewer/get_flow",
+            &[("project", "trials"), ("name", "greeting_chain")],
+        )
+        .await
+        .json()
+        .await
+        .expect("detail");
+    let flow3 = detail
+        .children
+        .iter()
+        .find(|c| c.name == "flow3")
+        .expect("flow3");
+    assert_eq!(flow3.mappings[0].map_type, "db");
+    assert_eq!(
+        flow3.mappings[0].attribute_index,
+        r#"["outputs","output1"]"#
+    );
+    assert_eq!(flow3.exposed, ["flow3-text2"]);
+
+    let conf = r#"{"flow1-text1": "hey", "flow1-text2": " you", "flow1-filename": "http.txt", "flow3-text2": "hey you"}"#;
+    let res = app
+        .call(
+            &user,
+            "/api/user/run_and_return",
+            &[
+                ("flow", "greeting_chain"),
+                ("parameters", conf),
+                ("task_name", "flow3"),
+                ("poll_interval_seconds", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        res.status(),
+        200,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+    let flow3_result: Value = res.json().await.expect("json");
+    assert_eq!(flow3_result["parameters"]["text1"], "hey you");
+
+    let res = app
+        .call(
+            &user,
+            "/api/user/run_and_return",
+            &[("flow", "flow3"), ("task_name", "nope")],
+        )
+        .await;
+    assert_eq!(res.status(), 404);
+    let err: Value = res.json().await.expect("error");
+    assert_eq!(err["FlowRun"]["kind"], "task_not_in_flow");
+    let res = app
+        .call(
+            &user,
+            "/api/user/run_flow",
+            &[
+                ("flow", "flow3"),
+                ("parameters", r#"{"text1": "a", "text2": "a"}"#),
+                ("run_name", "by hand"),
+                ("scheduled_start_time", "tomorrow"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("scheduled_start_time"));
+    let res = app
+        .call(
+            &user,
+            "/api/user/run_flow",
+            &[
+                ("flow", "flow3"),
+                ("parameters", r#"{"text1": "a", "text2": "a"}"#),
+                ("run_name", "by hand"),
+                ("labels", ""),
+            ],
+        )
+        .await;
+    let run_id: i64 = res.json().await.expect("run id");
+    assert_eq!(
+        app.db
+            .run_row(run_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .run_name
+            .as_deref(),
+        Some("by hand")
+    );
+}
+
+#[tokio::test]
+async fn the_cli_registers_lists_and_validates_flows() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let file = dir.path().join("flow3.yaml");
+    std::fs::write(&file, FLOW3).expect("write");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(crate::crash::binary())
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .expect("runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let path = file.to_str().expect("path");
+    let (ok, text) = run(&["flows", "register", path, "--project", "trials"]);
+    assert!(ok && text.contains("trials/flow3 version 1"), "{text}");
+    let (ok, text) = run(&["flows", "register", path, "--project", "trials"]);
+    assert!(ok && text.contains("unchanged"), "{text}");
+    let (ok, text) = run(&["flows", "list"]);
+    assert!(ok && text.contains("trials/flow3 v1"), "{text}");
+    std::fs::write(&file, "id: broken\ntasks:\n  a: { operator: nope }\n").expect("write");
+    let (ok, text) = run(&["flows", "validate", path]);
+    assert!(!ok && text.contains("nope"), "{text}");
 }

@@ -8,6 +8,7 @@
 //! `/api/public/whoami`, which answers "nobody" to anonymous callers.
 pub mod audit;
 pub mod connections;
+pub mod flows;
 pub mod pools;
 pub mod runs;
 pub mod session;

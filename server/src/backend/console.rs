@@ -14,7 +14,8 @@ use app::model::{
     PipelineSummary, PoolInfo, RunAction, RunDetail, RunList, RunListItem, RunListQuery,
     STATE_ORDER, TaskNode, TaskProgress, WorkerInfo, is_finished_state,
 };
-use app::port::{Backend, Console};
+use app::model::{FlowDetail, FlowInfo, FlowRegistered};
+use app::port::{Backend, Console, FlowRunOptions};
 use app::state::{RunState, TaskState};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -889,6 +890,49 @@ impl Console for ServerBackend {
             serde_json::json!({}),
         )
         .await
+    }
+
+    async fn list_flows(&self) -> Result<Vec<FlowInfo>, AppError> {
+        self.flows_list().await
+    }
+
+    async fn get_flow(&self, project: &str, name: &str) -> Result<FlowDetail, AppError> {
+        self.flow_detail(project, name).await
+    }
+
+    async fn register_flow(
+        &self,
+        actor: &CurrentUser,
+        project: &str,
+        source: &str,
+    ) -> Result<FlowRegistered, AppError> {
+        self.flow_register(actor, project, source).await
+    }
+
+    async fn validate_flow(&self, project: &str, source: &str) -> Result<String, AppError> {
+        self.flow_validate(project, source).await
+    }
+
+    async fn run_flow(
+        &self,
+        actor: &CurrentUser,
+        flow: &str,
+        parameters: Map<String, Value>,
+        options: FlowRunOptions,
+    ) -> Result<i64, AppError> {
+        self.flow_run(actor, flow, parameters, options).await
+    }
+
+    async fn run_and_return(
+        &self,
+        actor: &CurrentUser,
+        flow: &str,
+        parameters: Map<String, Value>,
+        task: Option<String>,
+        options: FlowRunOptions,
+    ) -> Result<Value, AppError> {
+        self.flow_run_and_return(actor, flow, parameters, task, options)
+            .await
     }
 
     async fn audit_log(

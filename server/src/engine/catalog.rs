@@ -48,6 +48,21 @@ impl Catalog {
         p
     }
 
+    /// The pipeline `id`, also when another process (a server, the CLI) registered it after this
+    /// one started.
+    pub async fn find(&self, db: &Db, id: &str) -> Option<Arc<Pipeline>> {
+        if let Some(p) = self.get(id) {
+            return Some(p);
+        }
+        let row = db.pipeline_row(id).await.ok().flatten()?;
+        if !stored_origin(&row.origin) {
+            return None;
+        }
+        serde_json::from_str::<Pipeline>(&row.spec)
+            .ok()
+            .map(|p| self.insert(p))
+    }
+
     /// Validates and stores one pipeline. `allow_admin_only` is false for callers below admin.
     pub async fn register(
         &self,
@@ -136,7 +151,7 @@ impl Catalog {
         }
         // Pipelines registered through the API by other processes or earlier starts.
         if let Ok(rows) = db.pipeline_rows().await {
-            for row in rows.into_iter().filter(|r| r.origin == "api") {
+            for row in rows.into_iter().filter(|r| stored_origin(&r.origin)) {
                 if self.get(&row.id).is_none()
                     && let Ok(p) = serde_json::from_str::<Pipeline>(&row.spec)
                 {
@@ -146,6 +161,11 @@ impl Catalog {
         }
         errors
     }
+}
+
+/// Pipelines that live only in the database (registered over the API or as flows).
+fn stored_origin(origin: &str) -> bool {
+    matches!(origin, "api" | "flow")
 }
 
 #[cfg(test)]

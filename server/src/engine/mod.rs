@@ -284,7 +284,8 @@ impl Engine {
     ) -> Result<i64, EngineError> {
         let pipeline = self
             .catalog
-            .get(pipeline_id)
+            .find(&self.db, pipeline_id)
+            .await
             .ok_or_else(|| EngineError::NotFound(format!("pipeline '{pipeline_id}'")))?;
         self.create_run(&pipeline, conf, "manual", by, now_ms(), options)
             .await

@@ -230,7 +230,7 @@ async fn snapshot(
     let mut shapes = HashMap::new();
     let mut pipelines = HashMap::new();
     for flow in engine.db.latest_flows().await? {
-        if let Some(p) = engine.catalog.get(&flow.name) {
+        if let Some(p) = engine.catalog.find(&engine.db, &flow.name).await {
             shapes.insert((flow.project.clone(), flow.name.clone()), shape(&p));
             pipelines.insert(flow.name.clone(), p);
         }

@@ -80,6 +80,15 @@ async fn wait(
     }
 }
 
+/// How long `run_and_return` waits, and how often it looks.
+#[derive(Debug, Clone, Copy)]
+pub struct Waiting {
+    /// Past this the run is canceled.
+    pub timeout: Duration,
+    /// The longest gap between two looks at the run.
+    pub poll: Duration,
+}
+
 /// Runs `flow` and returns all its results (`{slug: result}`) or `task`'s.
 pub async fn run_and_return(
     engine: &Engine,
@@ -88,12 +97,13 @@ pub async fn run_and_return(
     by: &str,
     options: RunOptions,
     task: Option<&str>,
-    timeout: Duration,
-    poll: Duration,
+    waiting: Waiting,
 ) -> Result<Value, FlowRunError> {
+    let Waiting { timeout, poll } = waiting;
     let pipeline = engine
         .catalog
-        .get(flow)
+        .find(&engine.db, flow)
+        .await
         .ok_or_else(|| EngineError::NotFound(format!("flow '{flow}'")))?;
     if let Some(task) = task
         && pipeline.task(task).is_none()
@@ -126,7 +136,7 @@ pub async fn run_and_return(
         }
         let results = child_results(engine, run_id)
             .await
-            .map_err(|e| EngineError::Invalid(e))?;
+            .map_err(EngineError::Invalid)?;
         let by_slug: Map<String, Value> = results
             .into_iter()
             .map(|(task, value)| (super::registry::slug(&task), value))
