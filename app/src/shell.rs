@@ -4,10 +4,10 @@ use crate::pages::{
     audit::AuditPage,
     connections::ConnectionsPage,
     dashboard::DashboardPage,
+    flows::{FlowPage, FlowsPage},
     login::LoginPage,
     not_found::NotFound,
     pipelines::{PipelinePage, PipelinesPage},
-    placeholders::*,
     pools::PoolsPage,
     runs::{InstancePage, RunPage, RunsPage},
     users::UsersPage,
@@ -58,6 +58,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("runs/:id/instances/:ti") view=InstancePage ssr=SsrMode::Async/>
                     <Route path=path!("audit") view=AuditPage ssr=SsrMode::Async/>
                     <Route path=path!("flows") view=FlowsPage ssr=SsrMode::Async/>
+                    <Route path=path!("flows/:project/:name") view=FlowPage ssr=SsrMode::Async/>
                     <Route path=path!("connections") view=ConnectionsPage ssr=SsrMode::Async/>
                     <Route path=path!("pools") view=PoolsPage ssr=SsrMode::Async/>
                     <Route path=path!("users") view=UsersPage ssr=SsrMode::Async/>

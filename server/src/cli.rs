@@ -194,6 +194,11 @@ pub enum FlowsCommand {
         #[command(flatten)]
         storage: StorageArgs,
     },
+    /// Register the example flows shipped in the binary (project trials).
+    InstallExamples {
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
     /// The newest version of every registered flow.
     List {
         #[command(flatten)]
@@ -735,6 +740,17 @@ async fn flows(action: FlowsCommand) -> anyhow::Result<()> {
             };
             engine.stop().await;
             println!("{} is valid: {}", file.display(), result?);
+        }
+        FlowsCommand::InstallExamples { storage } => {
+            let engine = client_engine(&storage).await?;
+            let done = registry::install_examples(&engine, "cli").await;
+            engine.stop().await;
+            for r in done.map_err(|e| anyhow::anyhow!("{e}"))? {
+                println!(
+                    "{}/{} version {} ({})",
+                    r.project, r.name, r.version, r.kind
+                );
+            }
         }
         FlowsCommand::List { storage } => {
             let db = open(&storage).await?;

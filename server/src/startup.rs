@@ -103,6 +103,9 @@ impl Application {
                 .await
                 .context("creating the demo connection")?;
             tracing::info!(%base_url, "demo iMednet simulator mounted; connection imednet_default points at it");
+            crate::flows::registry::install_examples(&engine, "demo")
+                .await
+                .context("registering the example flows")?;
         }
         let background = vec![spawn_session_sweeper(db.clone())];
         tracing::info!(addr = %local, backend = db.backend_name(), site_root = %site_root.display(), "ready");

@@ -582,3 +582,78 @@ async fn the_cli_registers_lists_and_validates_flows() {
     let (ok, text) = run(&["flows", "validate", path]);
     assert!(!ok && text.contains("nope"), "{text}");
 }
+
+#[tokio::test]
+async fn the_shipped_example_exports_summarises_and_publishes_with_the_mapped_total() {
+    use crate::s3::Moto;
+    use app::model::ConnectionInput;
+    let moto = Moto::start();
+    moto.store().create_bucket("nightly").await.expect("bucket");
+    // Demo mode registers the example flows and points imednet_default at the simulator.
+    let app = crate::helpers::spawn_demo_app().await;
+    app.engine
+        .connections()
+        .save(
+            &ConnectionInput {
+                conn_id: "aws_default".into(),
+                kind: "aws".into(),
+                create: true,
+                access_key_id: Some("AKIDFLOWTEST".into()),
+                secret_access_key: Some("flow-test-secret-access-key".into()),
+                region: Some("us-east-1".into()),
+                endpoint_url: Some(moto.endpoint()),
+                path_style: Some("true".into()),
+                bucket: Some("nightly".into()),
+                ..Default::default()
+            },
+            "test",
+        )
+        .await
+        .expect("aws connection");
+    let results = rr(
+        &app,
+        "nightly_exports",
+        json!({}),
+        None,
+        Duration::from_secs(120),
+    )
+    .await
+    .expect("the example succeeds");
+    let exports = results["export-studies"]["results"]["export_records"]
+        .as_array()
+        .expect("exports")
+        .clone();
+    assert_eq!(exports.len(), 3, "one export per demo study");
+    let total: i64 = exports
+        .iter()
+        .map(|e| e["rows"].as_i64().expect("rows"))
+        .sum();
+    let publish = &results["publish-exports"];
+    assert_eq!(
+        publish["parameters"]["total_rows"], total,
+        "the total came from the stored summary"
+    );
+    assert!(publish["references"]["total_rows"]["$result"]["query"]["unique_hash"].is_string());
+    let manifest_key = publish["results"]["publish"]["manifest_key"]
+        .as_str()
+        .expect("manifest key");
+    let manifest: Value = serde_json::from_slice(
+        &moto
+            .store()
+            .get_bytes("nightly", manifest_key)
+            .await
+            .expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(manifest["total_rows"], total);
+    assert_eq!(manifest["files"].as_array().map(Vec::len), Some(3));
+    for file in manifest["files"].as_array().expect("files") {
+        let key = file["key"].as_str().expect("key");
+        let bytes = moto
+            .store()
+            .get_bytes("nightly", key)
+            .await
+            .expect("object");
+        assert_eq!(bytes.len() as i64, file["bytes"].as_i64().expect("bytes"));
+    }
+}

@@ -126,6 +126,23 @@ pub struct RunDetail {
     pub artifact_count: usize,
     /// The live stream resumes after this event.
     pub last_event_id: i64,
+    /// For a flow of flows: each child flow's run and what it was given.
+    pub children: Vec<ChildRun>,
+}
+
+/// One child of a flow-of-flows run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildRun {
+    pub task_id: String,
+    pub flow: String,
+    pub state: String,
+    /// Set once the child run has finished successfully (its id is in the log before).
+    pub run_id: Option<i64>,
+    /// The parameters the child received, as pretty JSON (secrets masked).
+    pub parameters: String,
+    /// What was mapped (file references, result references with their index), as pretty JSON.
+    pub references: String,
+    pub error: Option<String>,
 }
 
 /// One task of a run.

@@ -11,8 +11,8 @@ use crate::components::widgets::{
 use crate::error::AppError;
 use crate::live::subscribe;
 use crate::model::{
-    InstanceDetail, InstancePage, InstanceQuery, InstanceSummary, LogLineInfo, Role, RunDetail,
-    RunList, RunListItem, RunListQuery, STATE_ORDER, TaskProgress,
+    ChildRun, InstanceDetail, InstancePage, InstanceQuery, InstanceSummary, LogLineInfo, Role,
+    RunDetail, RunList, RunListItem, RunListQuery, STATE_ORDER, TaskProgress,
 };
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -238,6 +238,7 @@ pub fn RunPage() -> impl IntoView {
                 (_, Some(Err(e))) => view! { <ErrorNotice error=e/> }.into_any(),
                 _ => ().into_any(),
             }}
+            {move || run.get().and_then(Result::ok).map(|run| child_runs(run.children.clone()))}
             {move || run.get().and_then(Result::ok).map(|run| view! { <Artifacts run/> })}
         </Transition>
     }
@@ -535,6 +536,37 @@ fn instance_row(
             </Show>
         </tr>
     }
+}
+
+/// A flow of flows' children: each one's run and the values and references it was given.
+fn child_runs(children: Vec<ChildRun>) -> impl IntoView {
+    (!children.is_empty()).then(|| {
+        let rows = children
+            .into_iter()
+            .map(|c| {
+                view! {
+                    <tr data-child=c.flow.clone()>
+                        <th scope="row">{c.flow.clone()}</th>
+                        <td>{state_badge(&c.state)}</td>
+                        <td>{c.run_id.map(|id| view! { <a href=format!("/runs/{id}")>{format!("#{id}")}</a> })}</td>
+                        <td>
+                            <pre class="json" data-testid="child-parameters">{c.parameters.clone()}</pre>
+                            <details><summary>"Mapped from"</summary><pre class="json">{c.references.clone()}</pre></details>
+                            {c.error.clone().map(|e| view! { <p class="notice error">{e}</p> })}
+                        </td>
+                    </tr>
+                }
+            })
+            .collect_view();
+        view! {
+            <h2>"Child flows"</h2>
+            <div class="table-wrap"><table class="table" data-testid="child-runs">
+                <thead><tr><th scope="col">"Flow"</th><th scope="col">"State"</th><th scope="col">"Run"</th>
+                    <th scope="col">"Parameters it received"</th></tr></thead>
+                <tbody>{rows}</tbody>
+            </table></div>
+        }
+    })
 }
 
 #[component]

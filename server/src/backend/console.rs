@@ -9,10 +9,10 @@ use crate::store::engine::{RunFilter, RunRow, TiRow};
 use crate::store::now_ms;
 use app::error::{AppError, FieldError};
 use app::model::{
-    ArtifactInfo, AttemptInfo, AuditInfo, AuditPage, CurrentUser, DashboardInfo, InstanceDetail,
-    InstancePage, InstanceQuery, InstanceSummary, LogLineInfo, ParamInfo, PipelineDetail,
-    PipelineSummary, PoolInfo, RunAction, RunDetail, RunList, RunListItem, RunListQuery,
-    STATE_ORDER, TaskNode, TaskProgress, WorkerInfo, is_finished_state,
+    ArtifactInfo, AttemptInfo, AuditInfo, AuditPage, ChildRun, CurrentUser, DashboardInfo,
+    InstanceDetail, InstancePage, InstanceQuery, InstanceSummary, LogLineInfo, ParamInfo,
+    PipelineDetail, PipelineSummary, PoolInfo, RunAction, RunDetail, RunList, RunListItem,
+    RunListQuery, STATE_ORDER, TaskNode, TaskProgress, WorkerInfo, is_finished_state,
 };
 use app::model::{FlowDetail, FlowInfo, FlowRegistered};
 use app::port::{Backend, Console, FlowRunOptions};
@@ -441,8 +441,57 @@ impl Console for ServerBackend {
                 rows: a.rows_written,
             })
             .collect();
+        let mut children = Vec::new();
+        if let Some(p) = &pipeline {
+            for task_id in p
+                .order
+                .iter()
+                .filter(|t| p.task(t).is_some_and(|t| t.operator == "flows.run_child"))
+            {
+                let Some(ti) = self.db.instances(run_id, task_id).await?.into_iter().next() else {
+                    continue;
+                };
+                let output: Value = ti
+                    .output
+                    .as_deref()
+                    .and_then(|o| serde_json::from_str(o).ok())
+                    .unwrap_or(Value::Null);
+                let input: Value = ti
+                    .input
+                    .as_deref()
+                    .and_then(|i| serde_json::from_str(i).ok())
+                    .unwrap_or(Value::Null);
+                let pretty = |v: &Value| {
+                    serde_json::to_string_pretty(&self.connections.known_secrets().redact_json(v))
+                        .unwrap_or_default()
+                };
+                children.push(ChildRun {
+                    task_id: task_id.clone(),
+                    flow: p
+                        .task(task_id)
+                        .and_then(|t| t.args.as_ref())
+                        .and_then(|a| a.get("flow"))
+                        .and_then(Value::as_str)
+                        .unwrap_or(task_id)
+                        .to_string(),
+                    state: ti.state.clone(),
+                    run_id: output["run_id"].as_i64(),
+                    parameters: if output.is_null() {
+                        pretty(&input["parameters"])
+                    } else {
+                        pretty(&output["parameters"])
+                    },
+                    references: pretty(&input["parameters"]),
+                    error: ti
+                        .error
+                        .as_deref()
+                        .map(|e| self.connections.known_secrets().redact_text(e)),
+                });
+            }
+        }
         let secrets = self.connections.known_secrets();
         Ok(RunDetail {
+            children,
             id: run.id,
             pipeline_id: run.pipeline_id,
             state: run.state,

@@ -392,6 +392,39 @@ pub async fn register(
     }
 }
 
+/// The example flows shipped in the binary (`server/flows/`), in registration order: three flows
+/// of project `trials` and the flow of flows that composes them.
+pub const EXAMPLES: [(&str, &str); 4] = [
+    (
+        "export_studies.yaml",
+        include_str!("../../flows/export_studies.yaml"),
+    ),
+    (
+        "summarize_exports.yaml",
+        include_str!("../../flows/summarize_exports.yaml"),
+    ),
+    (
+        "publish_exports.yaml",
+        include_str!("../../flows/publish_exports.yaml"),
+    ),
+    (
+        "nightly_exports.yaml",
+        include_str!("../../flows/nightly_exports.yaml"),
+    ),
+];
+
+/// Registers the example flows (unchanged ones keep their version).
+pub async fn install_examples(
+    engine: &Engine,
+    actor: &str,
+) -> Result<Vec<Registered>, RegistryError> {
+    let mut out = Vec::new();
+    for (file, source) in EXAMPLES {
+        out.push(register(engine, "trials", file, source, actor, false).await?);
+    }
+    Ok(out)
+}
+
 pub fn is_composition(source: &str) -> bool {
     serde_yaml_ng::from_str::<Value>(source)
         .ok()

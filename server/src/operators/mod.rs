@@ -4,6 +4,7 @@ mod command;
 pub mod flows;
 mod generic;
 pub mod imednet;
+mod s3;
 
 use crate::connections::{Connections, KnownSecrets};
 use crate::engine::spec::OperatorCatalog;
@@ -171,6 +172,7 @@ impl OperatorRegistry {
         r.register(flows::LoadFile);
         r.register(flows::SaveResult);
         r.register(flows::AssertEqual);
+        r.register(s3::Publish);
         r
     }
 
