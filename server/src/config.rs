@@ -106,6 +106,14 @@ pub struct EngineArgs {
     /// outside it are refused.
     #[arg(long, env = "TRIALFLOW_EXPORT_ROOT")]
     pub export_root: Option<PathBuf>,
+    /// Filesystems flows' file references may name, besides `local` (`<data dir>/files`):
+    /// `ID=local:/path`, `ID=mounted:/host/path:/alias` or `ID=s3:bucket/prefix` (comma-separated).
+    #[arg(
+        long = "filesystem",
+        env = "TRIALFLOW_FILESYSTEMS",
+        value_delimiter = ','
+    )]
+    pub filesystems: Vec<String>,
 }
 
 impl Default for EngineArgs {
@@ -118,6 +126,7 @@ impl Default for EngineArgs {
             lease_seconds: 30,
             heartbeat_seconds: 5,
             export_root: None,
+            filesystems: Vec::new(),
         }
     }
 }
@@ -140,6 +149,7 @@ impl EngineArgs {
         if let Some(root) = &self.export_root {
             c.export_root = root.clone();
         }
+        c.filesystems = self.filesystems.clone();
         c
     }
 }

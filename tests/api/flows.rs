@@ -657,3 +657,169 @@ async fn the_shipped_example_exports_summarises_and_publishes_with_the_mapped_to
         assert_eq!(bytes.len() as i64, file["bytes"].as_i64().expect("bytes"));
     }
 }
+
+const ROUND_TRIP: &str = r#"
+id: round_trip
+params:
+  filesystem: { type: string }
+  filename: { type: string }
+tasks:
+  save:
+    operator: file.save
+    args: { content: { a: [1, 2] }, filename: "{{ params.filename }}", file_type: yaml, filesystem: "{{ params.filesystem }}" }
+  load:
+    operator: file.load
+    args: { file: "{{ tasks.save.output }}" }
+"#;
+
+#[tokio::test]
+async fn file_references_work_on_mounted_and_s3_filesystems_and_stay_inside() {
+    use crate::s3::Moto;
+    use app::model::ConnectionInput;
+    let moto = Moto::start();
+    moto.store().create_bucket("lake").await.expect("bucket");
+    let host = tempfile::tempdir().expect("host dir");
+    let mount = format!("data=mounted:{}:/data", host.path().display());
+    let app = crate::helpers::spawn_with(Backend::Sqlite, |args| {
+        args.engine.filesystems = vec![mount, "lake=s3:lake/flows".into()];
+    })
+    .await;
+    app.engine
+        .connections()
+        .save(
+            &ConnectionInput {
+                conn_id: "aws_default".into(),
+                kind: "aws".into(),
+                create: true,
+                access_key_id: Some("AKIDFILES".into()),
+                secret_access_key: Some("files-test-secret".into()),
+                region: Some("us-east-1".into()),
+                endpoint_url: Some(moto.endpoint()),
+                path_style: Some("true".into()),
+                ..Default::default()
+            },
+            "test",
+        )
+        .await
+        .expect("aws connection");
+    reg(&app, ROUND_TRIP).await;
+    let loaded = rr(
+        &app,
+        "round_trip",
+        json!({"filesystem": "data", "filename": "/data/out/x.yaml"}),
+        Some("load"),
+        SECS_30,
+    )
+    .await
+    .expect("mounted round trip");
+    assert_eq!(loaded, json!({"a": [1, 2]}));
+    assert!(
+        host.path().join("out/x.yaml").exists(),
+        "written under the host path"
+    );
+    let loaded = rr(
+        &app,
+        "round_trip",
+        json!({"filesystem": "lake", "filename": "y.yaml"}),
+        Some("load"),
+        SECS_30,
+    )
+    .await
+    .expect("s3 round trip");
+    assert_eq!(loaded, json!({"a": [1, 2]}));
+    let object = moto
+        .store()
+        .get_bytes("lake", "flows/y.yaml")
+        .await
+        .expect("object");
+    assert!(String::from_utf8_lossy(&object).contains("a:"));
+    for (fs, name) in [
+        ("data", "/etc/passwd"),
+        ("data", "/data/../../etc/passwd"),
+        ("local", "../secret.key"),
+        ("nowhere", "x"),
+    ] {
+        let err = rr(
+            &app,
+            "round_trip",
+            json!({"filesystem": fs, "filename": name}),
+            None,
+            SECS_30,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), "flow_failed", "{fs}:{name} is refused: {err}");
+        assert!(
+            err.to_string().contains(name.trim_start_matches("../")) || fs == "nowhere",
+            "the error names the file: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failing_child_stops_the_later_ones_and_the_run_page_shows_children() {
+    use app::model::{Role, RunDetail};
+    let app = spawn_app_on(Backend::Sqlite).await;
+    for source in [FLOW1, FLOW2, FLOW3, COMPOSED] {
+        reg(&app, source).await;
+    }
+    // flow1 cannot write outside its filesystem: it fails, flow2 and flow3 never start.
+    let conf = json!({"flow1-text1": "a", "flow1-text2": "b", "flow1-filename": "../escape.txt", "flow3-text2": "ab"});
+    let err = rr(&app, "greeting_chain", conf, None, Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    let FlowRunError::FlowFailed { run_id, .. } = err else {
+        panic!("flow failed: {err}")
+    };
+    let states: Vec<(String, String)> = app
+        .db
+        .run_instances(run_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|ti| (ti.task_id, ti.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("flow1".to_string(), "failed".to_string()),
+            ("flow2".into(), "upstream_failed".into()),
+            ("flow3".into(), "upstream_failed".into())
+        ]
+    );
+
+    let conf = json!({"flow1-text1": "hey", "flow1-text2": " you", "flow1-filename": "page.txt", "flow3-text2": "hey you"});
+    let run_id = app
+        .engine
+        .trigger("greeting_chain", params(conf), "tester", vec![])
+        .await
+        .expect("trigger");
+    assert_eq!(
+        app.engine
+            .wait_for_run(run_id, Duration::from_secs(60))
+            .await
+            .expect("ends"),
+        RunState::Success
+    );
+    let viewer = app.client_as(Role::Viewer).await;
+    let run: RunDetail = app
+        .call(
+            &viewer,
+            "/api/viewer/get_run",
+            &[("run_id", &run_id.to_string())],
+        )
+        .await
+        .json()
+        .await
+        .expect("run");
+    let flows: Vec<&str> = run.children.iter().map(|c| c.flow.as_str()).collect();
+    assert_eq!(flows, ["flow1", "flow2", "flow3"]);
+    let flow3 = &run.children[2];
+    assert!(flow3.run_id.is_some());
+    assert!(
+        flow3.parameters.contains("\"text1\": \"hey you\""),
+        "{}",
+        flow3.parameters
+    );
+    assert!(flow3.references.contains("$result"), "{}", flow3.references);
+}

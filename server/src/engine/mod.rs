@@ -74,6 +74,8 @@ pub struct EngineConfig {
     pub data_dir: PathBuf,
     /// Where local exports go; output paths outside it are refused.
     pub export_root: PathBuf,
+    /// Extra filesystems for flows' file references, as `ID=kind:…` (see `flows::files`).
+    pub filesystems: Vec<String>,
 }
 
 impl EngineConfig {
@@ -91,6 +93,7 @@ impl EngineConfig {
             pipelines_dir: None,
             export_root: data_dir.join("exports"),
             data_dir,
+            filesystems: Vec::new(),
         }
     }
 }
@@ -155,6 +158,18 @@ impl Engine {
         config: EngineConfig,
         registry: OperatorRegistry,
     ) -> Result<Arc<Engine>, EngineError> {
+        let mut filesystems = crate::flows::files::Filesystems::new();
+        filesystems.insert(
+            "local",
+            crate::flows::files::Filesystem::Local {
+                root: absolute(&config.data_dir.join("files")),
+            },
+        );
+        for entry in &config.filesystems {
+            let (id, fs) =
+                crate::flows::files::parse_filesystem(entry).map_err(EngineError::Invalid)?;
+            filesystems.insert(&id, fs);
+        }
         let keys = KeyRing::load_or_create(&config.data_dir)
             .map_err(|e| EngineError::Invalid(format!("secret keys: {e}")))?;
         let connections = Arc::new(Connections::new(
@@ -176,6 +191,7 @@ impl Engine {
                 secrets: connections.known_secrets(),
                 connections,
                 engine: std::sync::OnceLock::new(),
+                filesystems,
             }),
             db,
             registry,

@@ -298,6 +298,41 @@ fn segments(key: &str) -> impl Iterator<Item = &str> {
     key.split('/').filter(|s| !s.is_empty() && *s != ".")
 }
 
+/// Parses a configured filesystem: `ID=local:/path`, `ID=mounted:/host/path:/alias` or
+/// `ID=s3:bucket/prefix`. The error names the entry and the accepted forms.
+pub fn parse_filesystem(entry: &str) -> Result<(String, Filesystem), String> {
+    let forms = "expected ID=local:/path, ID=mounted:/host/path:/alias or ID=s3:bucket/prefix";
+    let (id, rest) = entry
+        .split_once('=')
+        .filter(|(id, _)| !id.trim().is_empty())
+        .ok_or_else(|| format!("filesystem '{entry}': {forms}"))?;
+    let (kind, place) = rest
+        .split_once(':')
+        .ok_or_else(|| format!("filesystem '{entry}': {forms}"))?;
+    let fs = match kind {
+        "local" if place.starts_with('/') => Filesystem::Local { root: place.into() },
+        "mounted" => match place.split_once(":/") {
+            Some((host, alias)) if host.starts_with('/') => Filesystem::Mounted {
+                host_path: host.into(),
+                alias: format!("/{alias}").into(),
+            },
+            _ => return Err(format!("filesystem '{entry}': {forms}")),
+        },
+        "s3" => {
+            let (bucket, prefix) = place.split_once('/').unwrap_or((place, ""));
+            if bucket.is_empty() {
+                return Err(format!("filesystem '{entry}': the bucket is missing"));
+            }
+            Filesystem::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+            }
+        }
+        _ => return Err(format!("filesystem '{entry}': {forms}")),
+    };
+    Ok((id.trim().to_string(), fs))
+}
+
 /// The filesystems a deployment configures, by the identifier file references name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filesystems {

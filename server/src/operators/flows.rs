@@ -202,6 +202,22 @@ struct SaveFileArgs {
     file_type: String,
     #[serde(default = "local_fs")]
     filesystem: String,
+    /// The AWS connection for an `s3` filesystem.
+    #[serde(default = "aws_default")]
+    aws_conn_id: String,
+}
+
+fn aws_default() -> String {
+    "aws_default".into()
+}
+
+async fn s3_store(ctx: &TaskContext, conn_id: &str) -> Result<crate::objstore::S3Store, TaskError> {
+    ctx.services
+        .connections
+        .aws(conn_id)
+        .await
+        .and_then(|s| s.store())
+        .map_err(|e| TaskError::Fatal(e.to_string()))
 }
 
 fn text_type() -> String {
@@ -239,17 +255,32 @@ impl Operator for SaveFile {
         let a: SaveFileArgs = typed(&ctx.args).map_err(TaskError::Fatal)?;
         let ty = file_type(&a.file_type).map_err(TaskError::Fatal)?;
         let reference = FileRef::new(&a.filename, ty, &a.filesystem);
-        let filesystems = ctx.services.filesystems();
-        let (place, _) = filesystems
+        let (place, _) = ctx
+            .services
+            .filesystems
             .resolve(&reference)
             .map_err(|e| TaskError::Fatal(e.to_string()))?;
-        let Resolved::Path(path) = place else {
-            return Err(TaskError::Fatal(format!(
-                "filesystem {} is not on this machine",
-                a.filesystem
-            )));
-        };
         let bytes = files::encode(&a.content, ty).map_err(|e| TaskError::Fatal(e.to_string()))?;
+        let path = match place {
+            Resolved::Path(path) => path,
+            Resolved::S3 { bucket, key } => {
+                let store = s3_store(ctx, &a.aws_conn_id).await?;
+                store
+                    .put_bytes(&bucket, &key, bytes.clone(), "application/octet-stream")
+                    .await
+                    .map_err(|e| {
+                        TaskError::Retryable(format!("writing s3://{bucket}/{key}: {e}"))
+                    })?;
+                ctx.log
+                    .info(format!(
+                        "wrote {} bytes to s3://{bucket}/{key}",
+                        bytes.len()
+                    ))
+                    .await;
+                return serde_json::to_value(&reference)
+                    .map_err(|e| TaskError::Fatal(e.to_string()));
+            }
+        };
         if let Some(dir) = path.parent() {
             tokio::fs::create_dir_all(dir)
                 .await
@@ -269,6 +300,8 @@ impl Operator for SaveFile {
 #[serde(deny_unknown_fields)]
 struct LoadFileArgs {
     file: FileRef,
+    #[serde(default = "aws_default")]
+    aws_conn_id: String,
 }
 
 /// Reads the file a reference names and returns its content (text, JSON/YAML value, base64).
@@ -289,18 +322,19 @@ impl Operator for LoadFile {
         let a: LoadFileArgs = typed(&ctx.args).map_err(TaskError::Fatal)?;
         let (place, ty) = ctx
             .services
-            .filesystems()
+            .filesystems
             .resolve(&a.file)
             .map_err(|e| TaskError::Fatal(e.to_string()))?;
-        let Resolved::Path(path) = place else {
-            return Err(TaskError::Fatal(format!(
-                "filesystem {} is not on this machine",
-                a.file.filesystem_identifier
-            )));
+        let bytes = match place {
+            Resolved::Path(path) => tokio::fs::read(&path)
+                .await
+                .map_err(|e| TaskError::Fatal(format!("reading {}: {e}", a.file.filename)))?,
+            Resolved::S3 { bucket, key } => s3_store(ctx, &a.aws_conn_id)
+                .await?
+                .get_bytes(&bucket, &key)
+                .await
+                .map_err(|e| TaskError::Retryable(format!("reading s3://{bucket}/{key}: {e}")))?,
         };
-        let bytes = tokio::fs::read(&path)
-            .await
-            .map_err(|e| TaskError::Fatal(format!("reading {}: {e}", a.file.filename)))?;
         files::decode(&bytes, ty).map_err(|e| TaskError::Fatal(e.to_string()))
     }
 }

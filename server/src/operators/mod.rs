@@ -40,6 +40,8 @@ pub struct Services {
     /// The engine itself, for operators that start runs (a flow of flows' children). Set once
     /// the engine exists; weak so the engine and its services do not keep each other alive.
     pub engine: std::sync::OnceLock<std::sync::Weak<crate::engine::Engine>>,
+    /// Where flows' file references point: `local` (`<data dir>/files`) and configured ones.
+    pub filesystems: crate::flows::files::Filesystems,
 }
 
 impl Services {
@@ -48,18 +50,6 @@ impl Services {
             .get()
             .and_then(std::sync::Weak::upgrade)
             .ok_or_else(|| TaskError::Retryable("the engine is stopping".into()))
-    }
-
-    /// Where flows read and write files: `local` is `<data dir>/files`.
-    pub fn filesystems(&self) -> crate::flows::files::Filesystems {
-        let mut fs = crate::flows::files::Filesystems::new();
-        fs.insert(
-            "local",
-            crate::flows::files::Filesystem::Local {
-                root: self.data_dir.join("files"),
-            },
-        );
-        fs
     }
 }
 

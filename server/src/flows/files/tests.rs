@@ -358,3 +358,50 @@ fn bad_content_is_refused_with_the_reason() {
         "cannot write a trialflow:File[Binary] file: Invalid symbol 33, offset 2."
     );
 }
+
+#[test]
+fn configured_filesystems_parse_or_name_the_bad_entry() {
+    assert_eq!(
+        parse_filesystem("data=mounted:/srv/data:/data"),
+        Ok((
+            "data".into(),
+            Filesystem::Mounted {
+                host_path: "/srv/data".into(),
+                alias: "/data".into()
+            }
+        ))
+    );
+    assert_eq!(
+        parse_filesystem("lake=s3:trial-lake/flows/"),
+        Ok((
+            "lake".into(),
+            Filesystem::S3 {
+                bucket: "trial-lake".into(),
+                prefix: "flows".into()
+            }
+        ))
+    );
+    assert_eq!(
+        parse_filesystem("scratch=local:/tmp/x"),
+        Ok((
+            "scratch".into(),
+            Filesystem::Local {
+                root: "/tmp/x".into()
+            }
+        ))
+    );
+    for bad in [
+        "nope",
+        "=local:/x",
+        "a=local:relative",
+        "a=ftp:/x",
+        "a=s3:",
+        "a=mounted:/only",
+    ] {
+        let err = parse_filesystem(bad).unwrap_err();
+        assert!(
+            err.contains(&format!("'{bad}'")) || err.contains("bucket"),
+            "{err}"
+        );
+    }
+}
