@@ -3,7 +3,6 @@
 //! sensor, and incremental exports.
 use crate::helpers::{BACKENDS, Backend, TestApp, spawn_with};
 use crate::s3::Moto;
-use app::model::ConnectionInput;
 use app::state::RunState;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -260,21 +259,6 @@ async fn every_format_is_written_and_readable() {
     );
 }
 
-fn aws_input(moto: &Moto, bucket: &str) -> ConnectionInput {
-    ConnectionInput {
-        conn_id: "aws_default".into(),
-        kind: "aws".into(),
-        create: true,
-        access_key_id: Some("AKIDEXPORTTEST".into()),
-        secret_access_key: Some("export-test-secret-access-key".into()),
-        region: Some("us-east-1".into()),
-        endpoint_url: Some(moto.endpoint()),
-        path_style: Some("true".into()),
-        bucket: Some(bucket.into()),
-        ..Default::default()
-    }
-}
-
 const TO_S3: &str = r#"
 id: to_s3
 tasks:
@@ -296,7 +280,7 @@ async fn exports_and_endpoint_dumps_reach_s3() {
     let app = demo_app_with(Backend::Sqlite, &[("to_s3.yaml", TO_S3)]).await;
     app.engine
         .connections()
-        .save(&aws_input(&moto, "trial-exports"), "test")
+        .save(&moto.connection(Some("trial-exports")), "test")
         .await
         .unwrap();
     let (run, state) = run_to_end(&app, "to_s3", json!({})).await;

@@ -586,28 +586,13 @@ async fn the_cli_registers_lists_and_validates_flows() {
 #[tokio::test]
 async fn the_shipped_example_exports_summarises_and_publishes_with_the_mapped_total() {
     use crate::s3::Moto;
-    use app::model::ConnectionInput;
     let moto = Moto::start();
     moto.store().create_bucket("nightly").await.expect("bucket");
     // Demo mode registers the example flows and points imednet_default at the simulator.
     let app = crate::helpers::spawn_demo_app().await;
     app.engine
         .connections()
-        .save(
-            &ConnectionInput {
-                conn_id: "aws_default".into(),
-                kind: "aws".into(),
-                create: true,
-                access_key_id: Some("AKIDFLOWTEST".into()),
-                secret_access_key: Some("flow-test-secret-access-key".into()),
-                region: Some("us-east-1".into()),
-                endpoint_url: Some(moto.endpoint()),
-                path_style: Some("true".into()),
-                bucket: Some("nightly".into()),
-                ..Default::default()
-            },
-            "test",
-        )
+        .save(&moto.connection(Some("nightly")), "test")
         .await
         .expect("aws connection");
     let results = rr(
@@ -675,7 +660,6 @@ tasks:
 #[tokio::test]
 async fn file_references_work_on_mounted_and_s3_filesystems_and_stay_inside() {
     use crate::s3::Moto;
-    use app::model::ConnectionInput;
     let moto = Moto::start();
     moto.store().create_bucket("lake").await.expect("bucket");
     let host = tempfile::tempdir().expect("host dir");
@@ -686,20 +670,7 @@ async fn file_references_work_on_mounted_and_s3_filesystems_and_stay_inside() {
     .await;
     app.engine
         .connections()
-        .save(
-            &ConnectionInput {
-                conn_id: "aws_default".into(),
-                kind: "aws".into(),
-                create: true,
-                access_key_id: Some("AKIDFILES".into()),
-                secret_access_key: Some("files-test-secret".into()),
-                region: Some("us-east-1".into()),
-                endpoint_url: Some(moto.endpoint()),
-                path_style: Some("true".into()),
-                ..Default::default()
-            },
-            "test",
-        )
+        .save(&moto.connection(None), "test")
         .await
         .expect("aws connection");
     reg(&app, ROUND_TRIP).await;

@@ -64,6 +64,22 @@ impl Moto {
         }
     }
 
+    /// An `aws_default` connection to this server, with `bucket` as its default when given.
+    pub fn connection(&self, bucket: Option<&str>) -> app::model::ConnectionInput {
+        app::model::ConnectionInput {
+            conn_id: "aws_default".into(),
+            kind: "aws".into(),
+            create: true,
+            access_key_id: Some("AKIDMOTOTEST".into()),
+            secret_access_key: Some("moto-test-secret-access-key".into()),
+            region: Some("us-east-1".into()),
+            endpoint_url: Some(self.endpoint()),
+            path_style: Some("true".into()),
+            bucket: bucket.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

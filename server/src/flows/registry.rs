@@ -53,11 +53,10 @@ impl From<FlowRow> for Registered {
     }
 }
 
-fn spec_error(file: &str, e: crate::engine::spec::SpecError) -> RegistryError {
+fn spec_error(file: &str, e: SpecError) -> RegistryError {
     RegistryError::Spec(vec![SpecError {
         file: file.to_string(),
-        line: e.line,
-        message: e.message,
+        ..e
     }])
 }
 

@@ -12,24 +12,8 @@ use serde_yaml_ng::Value as Yaml;
 use std::collections::HashMap;
 use std::fmt;
 
-/// What is wrong with a flow-of-flows file, and where.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SpecError {
-    pub file: String,
-    pub line: Option<usize>,
-    pub message: String,
-}
-
-impl fmt::Display for SpecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}", self.file, line, self.message),
-            None => write!(f, "{}: {}", self.file, self.message),
-        }
-    }
-}
-
-impl std::error::Error for SpecError {}
+/// What is wrong with a flow-of-flows file, and where (the same shape as a pipeline's errors).
+pub use crate::engine::spec::SpecError;
 
 /// The registered flows a composition may use.
 pub trait FlowCatalog {
