@@ -396,6 +396,33 @@ async fn runs_can_be_named_and_scheduled() {
         run.started_at.expect("started") >= start,
         "it did not start early"
     );
+
+    // Labels route a run's tasks to workers that advertise them (this app's worker has none, so
+    // the run waits).
+    let labelled = app
+        .engine
+        .trigger_with(
+            "odd_flows",
+            Map::new(),
+            "tester",
+            RunOptions {
+                labels: vec!["gpu".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("trigger");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let tis = app.db.run_instances(labelled).await.unwrap();
+    assert!(
+        tis.iter()
+            .all(|ti| ti.labels.contains("gpu") && ti.state != "success"),
+        "{tis:?}"
+    );
+    app.engine
+        .cancel_run(labelled, "tester")
+        .await
+        .expect("cancel");
 }
 
 #[tokio::test]

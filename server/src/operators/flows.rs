@@ -99,17 +99,21 @@ impl Operator for RunChild {
             .run_row(ctx.run_id)
             .await
             .map_err(|e| TaskError::Retryable(e.to_string()))?;
+        // A child runs where its parent may: the parent run's labels and the flow of flows' own.
+        let mut labels: Vec<String> = Vec::new();
+        if let Some(run) = &parent {
+            labels.extend(
+                run.labels
+                    .split(',')
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string),
+            );
+            if let Ok(p) = engine.run_pipeline(run) {
+                labels.extend(p.spec.labels.iter().cloned());
+            }
+        }
         let options = crate::engine::RunOptions {
-            labels: parent
-                .as_ref()
-                .map(|r| {
-                    r.labels
-                        .split(',')
-                        .filter(|l| !l.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            labels,
             run_name: Some(format!(
                 "{} run {} · {}",
                 ctx.pipeline_id, ctx.run_id, args.flow
