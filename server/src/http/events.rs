@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream, StreamExt};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -28,6 +28,8 @@ const FALLBACK_WAKE: Duration = Duration::from_secs(15);
 const LOG_WAKE: Duration = Duration::from_millis(500);
 const BACKLOG_LIMIT: i64 = 10_000;
 const CHANGED_LIMIT: usize = 200;
+/// How far below its cursor a run stream looks again for events committed late.
+const LATE_COMMIT_LOOKBACK: i64 = 1_000;
 
 #[derive(serde::Deserialize, Default)]
 pub struct Resume {
@@ -114,9 +116,10 @@ pub async fn run_events(
         Some(id) => id,
         None => state.db.last_event_id().await.unwrap_or(0),
     };
+    let start = cursor;
     let stream = stream::unfold(
-        (state, rx, cursor, true),
-        move |(state, mut rx, mut cursor, mut look_now)| async move {
+        (state, rx, cursor, true, BTreeSet::new()),
+        move |(state, mut rx, mut cursor, mut look_now, mut sent)| async move {
             loop {
                 if !look_now {
                     let woke = wait_for(&mut rx, |ev| ev.run_id == Some(run_id), FALLBACK_WAKE);
@@ -126,24 +129,31 @@ pub async fn run_events(
                     tokio::time::sleep(RUN_COALESCE).await;
                     drain(&mut rx);
                 }
-                let events = match state
-                    .db
-                    .run_events_since(run_id, cursor, BACKLOG_LIMIT)
-                    .await
-                {
-                    Ok(events) => events,
+                // On PostgreSQL ids are handed out before commit, so an event can appear after
+                // a higher id was read: look back a little and skip what was already sent.
+                let from = start.max(cursor - LATE_COMMIT_LOOKBACK);
+                let events = match state.db.run_events_since(run_id, from, BACKLOG_LIMIT).await {
+                    Ok(events) => {
+                        look_now = events.len() as i64 == BACKLOG_LIMIT;
+                        events
+                            .into_iter()
+                            .filter(|e| !sent.contains(&e.id))
+                            .collect::<Vec<_>>()
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, run_id, "reading run events failed");
                         look_now = false;
                         continue;
                     }
                 };
-                // A full backlog means more is waiting: send this, then read on at once.
-                look_now = events.len() as i64 == BACKLOG_LIMIT;
-                let Some(last) = events.last() else {
+                // (A full backlog means more is waiting: send this, then read on at once.)
+                if events.is_empty() {
                     continue;
-                };
-                cursor = last.id;
+                }
+                cursor = cursor.max(events.iter().map(|e| e.id).max().unwrap_or(cursor));
+                sent.extend(events.iter().map(|e| e.id));
+                // Only ids inside the look-back window can come round again.
+                sent = sent.split_off(&(cursor - LATE_COMMIT_LOOKBACK));
                 let update = match build_update(&state, run_id, &events).await {
                     Ok(u) => u,
                     Err(e) => {
@@ -156,7 +166,7 @@ pub async fn run_events(
                     .event("update")
                     .json_data(&update)
                     .unwrap_or_default();
-                return Some((event, (state, rx, cursor, look_now)));
+                return Some((event, (state, rx, cursor, look_now, sent)));
             }
         },
     );
