@@ -1161,3 +1161,54 @@ fn export_stream_future_is_send() {
     );
     assert_send(&fut);
 }
+
+#[test]
+fn indexed_rows_read_the_same_cells_as_lookups_by_name() {
+    use super::row::{ColumnIndex, Notes, Row};
+    // Names that sort around each other, one name shared by two forms, answers the schema
+    // does not know, nulls and absent answers.
+    let vars = vec![
+        var("b", "TEXT", 1, "DM", ""),
+        var("A", "NUMBER", 1, "DM", ""),
+        var("DATE", "DATE", 1, "DM", ""),
+        var("DATE", "DATE", 2, "AE", ""),
+        var("a_1", "CHECKBOX", 2, "AE", ""),
+        var("zz", "TEXT", 3, "CM", ""),
+    ];
+    let recs = vec![
+        rec(
+            1,
+            1,
+            json!({"b": "x", "A": 1, "DATE": "2025-01-01", "0": "early"}),
+        ),
+        rec(
+            2,
+            2,
+            json!({"DATE": "2025-02-02", "a_1": true, "b": null, "zzz": 3}),
+        ),
+        rec(3, 3, json!({"zz": "last", "A": "", "a": "not a column"})),
+        rec(4, 1, json!({})),
+        rec(5, 9, json!({"DATE": "orphan", "zz": [1]})),
+    ];
+    for opts in [
+        ExportOptions::default(),
+        ExportOptions::from_json(&json!({"use_labels_as_columns": true})).unwrap(),
+    ] {
+        let s = schema_of(&vars, &opts);
+        let index = ColumnIndex::new(&s.columns);
+        let mut notes = Notes::default();
+        for r in &recs {
+            let by_name = Row::new(r, &mut notes);
+            let indexed = Row::indexed(r, &mut notes, &index);
+            for (i, col) in s.columns.iter().enumerate() {
+                assert_eq!(
+                    indexed.cell_at(i, col),
+                    by_name.cell(col),
+                    "record {:?}, column {}",
+                    r.record_id,
+                    col.name
+                );
+            }
+        }
+    }
+}
