@@ -16,14 +16,15 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use serde_json::Value;
 
 use crate::imednet::model::Record;
 
 use super::atomic::AtomicFile;
 use super::error::ExportError;
-use super::row::{Cell, Notes, Row};
-use super::schema::{Column, ColumnType, ExportSchema};
+use super::row::{Cell, ColumnIndex, Notes, Row};
+use super::schema::{Column, ColumnSource, ColumnType, ExportSchema, KeyColumn};
 use super::values::{is_blank, json_text, loose_bool, loose_f64};
 use super::{ExportResult, RecordWriter};
 
@@ -32,8 +33,16 @@ pub(crate) fn batch_rows(columns: usize) -> usize {
     (256_000 / columns.max(1)).clamp(64, 2048)
 }
 
-/// Encoded bytes a row group may buffer before it is written out.
-pub(crate) const GROUP_BYTES: usize = 8 << 20;
+/// Encoded bytes a row group may buffer before it is written out. The writer keeps about
+/// 1 KiB of metadata per column chunk until the footer, so smaller groups trade buffer for
+/// metadata; 4 MiB measured flattest (a 1,000,000-record, 186-column study: ~20 groups).
+pub(crate) const GROUP_BYTES: usize = 4 << 20;
+
+/// Rows per data page.
+const PAGE_ROWS: usize = 8192;
+
+/// Largest dictionary per column chunk.
+const DICTIONARY_BYTES: usize = 256 << 10;
 
 enum Builder {
     Int(Int64Builder),
@@ -128,6 +137,7 @@ pub(crate) struct ParquetWriter {
     writer: ArrowWriter<File>,
     schema: SchemaRef,
     columns: Vec<Column>,
+    index: ColumnIndex,
     builders: Vec<Builder>,
     batch_rows: usize,
     pending: usize,
@@ -161,15 +171,29 @@ impl ParquetWriter {
         let batch_rows = batch_rows(schema.columns.len());
         // Page-level indexes are held in memory until the file closes, so they grow with the
         // study; chunk statistics (min/max, cut to 64 bytes) cost little with few groups and
-        // let readers skip groups.
-        let props = WriterProperties::builder()
+        // let readers skip groups. Every column encoder holds its page's dictionary indices
+        // (8 bytes a row) and its dictionary, so pages end at 8192 rows and dictionaries at
+        // 256 KiB (free-text answers then fall back to plain encoding).
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(None)
             .set_max_row_group_bytes(Some(group_bytes))
             .set_statistics_enabled(EnabledStatistics::Chunk)
             .set_statistics_truncate_length(Some(64))
             .set_offset_index_disabled(true)
-            .build();
+            .set_data_page_row_count_limit(PAGE_ROWS)
+            .set_dictionary_page_size_limit(DICTIONARY_BYTES);
+        // One value per record: a dictionary would only cost memory.
+        for c in &schema.columns {
+            if matches!(
+                c.source,
+                ColumnSource::Key(KeyColumn::RecordId | KeyColumn::DateCreated)
+            ) {
+                props =
+                    props.set_column_dictionary_enabled(ColumnPath::from(c.name.as_str()), false);
+            }
+        }
+        let props = props.build();
         let writer = ArrowWriter::try_new(file.handle()?, arrow_schema.clone(), Some(props))
             .map_err(|e| pq_err(dest, e))?;
         Ok(ParquetWriter {
@@ -182,6 +206,7 @@ impl ParquetWriter {
                 .map(|c| Builder::new(c.column_type, batch_rows))
                 .collect(),
             columns: schema.columns.clone(),
+            index: ColumnIndex::new(&schema.columns),
             batch_rows,
             pending: 0,
             rows: 0,
@@ -208,9 +233,9 @@ impl ParquetWriter {
 
 impl RecordWriter for ParquetWriter {
     fn write(&mut self, rec: &Record) -> Result<(), ExportError> {
-        let row = Row::new(rec, &mut self.notes);
-        for (b, col) in self.builders.iter_mut().zip(&self.columns) {
-            b.append(&row.cell(col), &col.name, &mut self.notes);
+        let row = Row::indexed(rec, &mut self.notes, &self.index);
+        for (i, (b, col)) in self.builders.iter_mut().zip(&self.columns).enumerate() {
+            b.append(&row.cell_at(i, col), &col.name, &mut self.notes);
         }
         self.pending += 1;
         self.rows += 1;
