@@ -1,8 +1,8 @@
 //! Typed iMednet client.
 //!
 //! - Lists are `Stream`s of pages in order; once the first page gives `totalPages`, up to
-//!   `prefetch_pages` further pages are fetched (and decoded) ahead on their own tasks, so a
-//!   consumer never waits on a round trip, and memory stays bounded by that window.
+//!   `prefetch_pages` further page bodies are fetched ahead on their own tasks, so a consumer
+//!   never waits on a round trip, and memory stays bounded by that window.
 //! - GET is retried on network errors, 429 and 5xx with exponential backoff and jitter
 //!   (`backon`), waiting at least `Retry-After` when the server sends it.
 //! - POST is never retried on 5xx or timeouts (that could duplicate submissions). It is
@@ -16,6 +16,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+// The body type reqwest hands out (axum re-exports the same `bytes` crate type).
+use axum::body::Bytes;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::{Stream, TryStreamExt, stream};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -194,7 +196,7 @@ impl std::fmt::Debug for ImednetClient {
 
 /// How a failed attempt should be handled.
 enum Outcome {
-    Done(Result<Vec<u8>, ImednetError>),
+    Done(Result<Bytes, ImednetError>),
     Retry(ImednetError, Option<Duration>),
 }
 
@@ -210,19 +212,19 @@ fn retry_after(h: &HeaderMap) -> Option<Duration> {
 }
 
 /// Pages of one list: requested up to `next`, `inflight` in page order.
-struct Pager<T> {
+struct Pager {
     next: usize,
     /// `totalPages` of the newest page seen.
     pages: Option<usize>,
-    inflight: VecDeque<PageTask<T>>,
+    inflight: VecDeque<PageTask>,
 }
 
-/// A page fetched on its own task; dropping it aborts the task (the list was dropped or
+/// A page body fetched on its own task; dropping it aborts the task (the list was dropped or
 /// ended early), so no request outlives its stream.
-struct PageTask<T>(tokio::task::JoinHandle<Result<Envelope<T>, ImednetError>>);
+struct PageTask(tokio::task::JoinHandle<Result<Bytes, ImednetError>>);
 
-impl<T> PageTask<T> {
-    async fn join(mut self) -> Result<Envelope<T>, ImednetError> {
+impl PageTask {
+    async fn join(mut self) -> Result<Bytes, ImednetError> {
         match (&mut self.0).await {
             Ok(r) => r,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -234,7 +236,7 @@ impl<T> PageTask<T> {
     }
 }
 
-impl<T> Drop for PageTask<T> {
+impl Drop for PageTask {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -348,7 +350,7 @@ impl ImednetClient {
         let status = resp.status();
         let wait = retry_after(resp.headers());
         let bytes = match resp.bytes().await {
-            Ok(b) => b.to_vec(),
+            Ok(b) => b,
             Err(e) => {
                 let err = network(e);
                 return if is_get {
@@ -377,7 +379,7 @@ impl ImednetClient {
         query: &[(String, String)],
         body: Option<&Value>,
         headers: HeaderMap,
-    ) -> Result<Vec<u8>, ImednetError> {
+    ) -> Result<Bytes, ImednetError> {
         let cfg = &self.inner.cfg;
         let mut backoff = ExponentialBuilder::default()
             .with_min_delay(cfg.min_backoff)
@@ -415,7 +417,7 @@ impl ImednetClient {
         let bytes = self
             .send(Method::GET, url, query, None, HeaderMap::new())
             .await?;
-        serde_json::from_slice(&bytes).map_err(|e| ImednetError::Decode(e.to_string()))
+        decode(&bytes)
     }
 
     /// Stream every item of a list endpoint, page by page.
@@ -457,9 +459,12 @@ impl ImednetClient {
             let mut q = base_query.clone();
             q.push(("page".into(), page.to_string()));
             q.push(("size".into(), size.to_string()));
-            // Its own task: the request and its decoding go on while the consumer is busy.
+            // Its own task, so the request goes on while the consumer is busy. Bodies wait
+            // undecoded: a page of records takes several times its JSON size once decoded.
             PageTask(tokio::spawn(async move {
-                client.get_json::<Envelope<T>>(&url, &q).await
+                client
+                    .send(Method::GET, &url, &q, None, HeaderMap::new())
+                    .await
             }))
         };
         let first = Pager {
@@ -488,7 +493,7 @@ impl ImednetClient {
                     return Ok(None);
                 };
                 let page = p.next - p.inflight.len() - 1;
-                let env = task.join().await?;
+                let env: Envelope<T> = decode(&task.join().await?)?;
                 let total_pages = env
                     .pagination
                     .as_ref()
@@ -625,7 +630,7 @@ impl ImednetClient {
                 headers,
             )
             .await?;
-        serde_json::from_slice(&bytes).map_err(|e| ImednetError::Decode(e.to_string()))
+        decode(&bytes)
     }
 
     /// Poll a job until it is terminal. Failed/cancelled → `JobFailed`.
@@ -665,6 +670,10 @@ impl ImednetClient {
     ) -> Result<Vec<T>, ImednetError> {
         s.try_collect().await
     }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ImednetError> {
+    serde_json::from_slice(bytes).map_err(|e| ImednetError::Decode(e.to_string()))
 }
 
 /// Network error without the URL (it could carry query values) and without headers.
