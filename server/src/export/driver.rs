@@ -15,8 +15,9 @@ use super::filter::{FilterStats, RecordFilter};
 use super::schema::ExportSchema;
 use super::{ExportFormat, ExportResult, open_writer};
 
-/// Records per channel message, and messages in flight: at most ~1k records buffered.
-const BATCH: usize = 256;
+/// Records per channel message, and messages in flight: at most 256 records buffered (a
+/// decoded record of a wide study takes ~10 KB; the network side keeps up easily).
+const BATCH: usize = 64;
 const CHANNEL_BATCHES: usize = 4;
 
 enum Msg {

@@ -92,10 +92,69 @@ pub(crate) fn date_created_text<'a>(rec: &'a Record, notes: &mut Notes) -> Optio
     }
 }
 
+/// The variable columns of one column list by `recordData` key, in key order, so a record's
+/// answers are placed in one merge pass over its (sorted) map instead of one map lookup per
+/// column; wide exports have hundreds of columns and records answer only their own form's.
+pub(crate) struct ColumnIndex {
+    len: usize,
+    /// (variable name, positions of the columns reading it), sorted by name.
+    by_name: Vec<(String, Vec<usize>)>,
+}
+
+impl ColumnIndex {
+    pub fn new(columns: &[Column]) -> ColumnIndex {
+        let mut by_name: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, col) in columns.iter().enumerate() {
+            if let ColumnSource::Variable { name, .. } = &col.source {
+                by_name.push((name.clone(), vec![i]));
+            }
+        }
+        by_name.sort_by(|a, b| a.0.cmp(&b.0));
+        // Columns that share a variable name collapse into one entry.
+        by_name.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1.append(&mut later.1);
+            }
+            same
+        });
+        ColumnIndex {
+            len: columns.len(),
+            by_name,
+        }
+    }
+
+    /// Each column's entry of `rec.record_data` (`None` for key columns and absent answers).
+    fn answers<'a>(&self, rec: &'a Record) -> Vec<Option<&'a Value>> {
+        let mut out = vec![None; self.len];
+        let mut at = 0;
+        for (key, value) in &rec.record_data {
+            let rest = &self.by_name[at..];
+            // Keys of one form are mostly neighbours: look at the next name before searching.
+            at += match rest.first() {
+                None => break,
+                Some((name, _)) if name.as_str() >= key.as_str() => 0,
+                Some(_) => rest.partition_point(|(name, _)| name.as_str() < key.as_str()),
+            };
+            if let Some((name, cols)) = self.by_name.get(at)
+                && name == key
+            {
+                for &c in cols {
+                    out[c] = Some(value);
+                }
+                at += 1;
+            }
+        }
+        out
+    }
+}
+
 /// A record laid out for one row.
 pub(crate) struct Row<'a> {
     rec: &'a Record,
     date_created: Option<Cow<'a, str>>,
+    /// Answers by column position, when laid out through a [`ColumnIndex`].
+    answers: Option<Vec<Option<&'a Value>>>,
 }
 
 impl<'a> Row<'a> {
@@ -103,6 +162,35 @@ impl<'a> Row<'a> {
         Row {
             rec,
             date_created: date_created_text(rec, notes),
+            answers: None,
+        }
+    }
+
+    /// A row for the columns `index` was built from; read it with [`Row::cell_at`].
+    pub fn indexed(rec: &'a Record, notes: &mut Notes, index: &ColumnIndex) -> Row<'a> {
+        Row {
+            rec,
+            date_created: date_created_text(rec, notes),
+            answers: Some(index.answers(rec)),
+        }
+    }
+
+    /// The cell of column `i` (`col`) of the indexed column list; same as [`Row::cell`].
+    pub fn cell_at(&self, i: usize, col: &Column) -> Cell<'_> {
+        match (&col.source, &self.answers) {
+            (
+                ColumnSource::Variable {
+                    own_form_only,
+                    form_id,
+                    ..
+                },
+                Some(answers),
+            ) => match answers.get(i).copied().flatten() {
+                _ if *own_form_only && self.rec.form_id != *form_id => Cell::Null,
+                None | Some(Value::Null) => Cell::Null,
+                Some(v) => Cell::Json(v),
+            },
+            _ => self.cell(col),
         }
     }
 

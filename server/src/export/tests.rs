@@ -508,27 +508,40 @@ fn parquet_reads_back_with_typed_columns() {
 }
 
 #[test]
-fn parquet_row_groups_are_bounded() {
+fn parquet_row_groups_are_cut_by_size() {
     use parquet::file::reader::{FileReader, SerializedFileReader};
-    let vars = vec![var("V", "NUMBER", 1, "DM", "v")];
-    let recs: Vec<Record> = (0..20_000).map(|i| rec(i, 1, json!({ "V": i }))).collect();
-    let dir = tmpdir();
-    let dest = dir.path().join("big.parquet");
-    let res = export(
-        ExportFormat::Parquet,
-        &dest,
-        &schema_of(&vars, &ExportOptions::default()),
-        &recs,
-    );
-    assert_eq!(res.rows, 20_000);
-    let reader = SerializedFileReader::new(std::fs::File::open(&dest).unwrap()).unwrap();
-    let groups: Vec<i64> = reader
-        .metadata()
-        .row_groups()
-        .iter()
-        .map(|g| g.num_rows())
+    use write_parquet::ParquetWriter;
+    let groups = |path: &Path| -> Vec<i64> {
+        let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+        let rows = reader.metadata().row_groups().iter().map(|g| g.num_rows());
+        rows.collect()
+    };
+    let vars = vec![
+        var("V", "NUMBER", 1, "DM", "v"),
+        var("T", "TEXT", 1, "DM", "t"),
+    ];
+    // Distinct answers, so the encoded size grows with every row.
+    let recs: Vec<Record> = (0..20_000)
+        .map(|i| rec(i, 1, json!({ "V": i, "T": format!("answer {i}") })))
         .collect();
-    assert_eq!(groups, [8192, 8192, 3616]);
+    let s = schema_of(&vars, &ExportOptions::default());
+    let dir = tmpdir();
+
+    // Under the default cap a study this size is a single group, not one per batch.
+    let one = dir.path().join("one.parquet");
+    assert_eq!(export(ExportFormat::Parquet, &one, &s, &recs).rows, 20_000);
+    assert_eq!(groups(&one), [20_000]);
+
+    // A small cap makes several groups and loses no row.
+    let many = dir.path().join("many.parquet");
+    let mut w = ParquetWriter::open_with(&many, &s, 32 << 10).unwrap();
+    for r in &recs {
+        w.write(r).unwrap();
+    }
+    assert_eq!(Box::new(w).finish().unwrap().rows, 20_000);
+    let g = groups(&many);
+    assert!(g.len() > 2, "{g:?}");
+    assert_eq!(g.iter().sum::<i64>(), 20_000);
 }
 
 #[test]
@@ -1147,4 +1160,55 @@ fn export_stream_future_is_send() {
         stream,
     );
     assert_send(&fut);
+}
+
+#[test]
+fn indexed_rows_read_the_same_cells_as_lookups_by_name() {
+    use super::row::{ColumnIndex, Notes, Row};
+    // Names that sort around each other, one name shared by two forms, answers the schema
+    // does not know, nulls and absent answers.
+    let vars = vec![
+        var("b", "TEXT", 1, "DM", ""),
+        var("A", "NUMBER", 1, "DM", ""),
+        var("DATE", "DATE", 1, "DM", ""),
+        var("DATE", "DATE", 2, "AE", ""),
+        var("a_1", "CHECKBOX", 2, "AE", ""),
+        var("zz", "TEXT", 3, "CM", ""),
+    ];
+    let recs = vec![
+        rec(
+            1,
+            1,
+            json!({"b": "x", "A": 1, "DATE": "2025-01-01", "0": "early"}),
+        ),
+        rec(
+            2,
+            2,
+            json!({"DATE": "2025-02-02", "a_1": true, "b": null, "zzz": 3}),
+        ),
+        rec(3, 3, json!({"zz": "last", "A": "", "a": "not a column"})),
+        rec(4, 1, json!({})),
+        rec(5, 9, json!({"DATE": "orphan", "zz": [1]})),
+    ];
+    for opts in [
+        ExportOptions::default(),
+        ExportOptions::from_json(&json!({"use_labels_as_columns": true})).unwrap(),
+    ] {
+        let s = schema_of(&vars, &opts);
+        let index = ColumnIndex::new(&s.columns);
+        let mut notes = Notes::default();
+        for r in &recs {
+            let by_name = Row::new(r, &mut notes);
+            let indexed = Row::indexed(r, &mut notes, &index);
+            for (i, col) in s.columns.iter().enumerate() {
+                assert_eq!(
+                    indexed.cell_at(i, col),
+                    by_name.cell(col),
+                    "record {:?}, column {}",
+                    r.record_id,
+                    col.name
+                );
+            }
+        }
+    }
 }

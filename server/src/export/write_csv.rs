@@ -11,7 +11,7 @@ use crate::imednet::model::Record;
 
 use super::atomic::AtomicFile;
 use super::error::ExportError;
-use super::row::{Cell, Notes, Row};
+use super::row::{Cell, ColumnIndex, Notes, Row};
 use super::schema::{Column, ExportSchema};
 use super::values::{guard_formula, number_text};
 use super::{ExportResult, RecordWriter};
@@ -20,6 +20,7 @@ pub(crate) struct CsvWriter {
     file: AtomicFile,
     out: csv::Writer<BufWriter<File>>,
     columns: Vec<Column>,
+    index: ColumnIndex,
     fields: Vec<String>,
     rows: u64,
     notes: Notes,
@@ -64,6 +65,7 @@ impl CsvWriter {
             file,
             out,
             columns: schema.columns.clone(),
+            index: ColumnIndex::new(&schema.columns),
             fields: vec![String::new(); schema.columns.len()],
             rows: 0,
             notes: Notes::default(),
@@ -74,10 +76,10 @@ impl CsvWriter {
 
 impl RecordWriter for CsvWriter {
     fn write(&mut self, rec: &Record) -> Result<(), ExportError> {
-        let row = Row::new(rec, &mut self.notes);
-        for (field, col) in self.fields.iter_mut().zip(&self.columns) {
+        let row = Row::indexed(rec, &mut self.notes, &self.index);
+        for (i, (field, col)) in self.fields.iter_mut().zip(&self.columns).enumerate() {
             field.clear();
-            field.push_str(&csv_text(&row.cell(col)));
+            field.push_str(&csv_text(&row.cell_at(i, col)));
         }
         self.out
             .write_record(&self.fields)

@@ -8,7 +8,7 @@ use crate::imednet::model::Record;
 
 use super::atomic::AtomicFile;
 use super::error::ExportError;
-use super::row::{Cell, Notes, Row};
+use super::row::{Cell, ColumnIndex, Notes, Row};
 use super::schema::{Column, ExportSchema};
 use super::{ExportResult, RecordWriter};
 
@@ -16,6 +16,7 @@ pub(crate) struct JsonWriter {
     file: AtomicFile,
     out: BufWriter<File>,
     columns: Vec<Column>,
+    index: ColumnIndex,
     /// Column names pre-encoded as JSON strings followed by `:`.
     keys: Vec<String>,
     rows: u64,
@@ -38,6 +39,7 @@ impl JsonWriter {
             file,
             out,
             columns: schema.columns.clone(),
+            index: ColumnIndex::new(&schema.columns),
             keys,
             rows: 0,
             notes: Notes::default(),
@@ -46,7 +48,7 @@ impl JsonWriter {
     }
 
     fn write_row(&mut self, rec: &Record) -> std::io::Result<()> {
-        let row = Row::new(rec, &mut self.notes);
+        let row = Row::indexed(rec, &mut self.notes, &self.index);
         self.out
             .write_all(if self.rows == 0 { b"\n{" } else { b",\n{" })?;
         for (i, (col, key)) in self.columns.iter().zip(&self.keys).enumerate() {
@@ -54,7 +56,7 @@ impl JsonWriter {
                 self.out.write_all(b",")?;
             }
             self.out.write_all(key.as_bytes())?;
-            match row.cell(col) {
+            match row.cell_at(i, col) {
                 Cell::Null => self.out.write_all(b"null")?,
                 Cell::Int(n) => write!(self.out, "{n}")?,
                 Cell::Text(s) => serde_json::to_writer(&mut self.out, s.as_ref())?,

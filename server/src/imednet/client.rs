@@ -1,6 +1,8 @@
 //! Typed iMednet client.
 //!
-//! - Lists are `Stream`s that fetch one page at a time; a collection is never held whole.
+//! - Lists are `Stream`s of pages in order; once the first page gives `totalPages`, up to
+//!   `prefetch_pages` further page bodies are fetched ahead on their own tasks, so a consumer
+//!   never waits on a round trip, and memory stays bounded by that window.
 //! - GET is retried on network errors, 429 and 5xx with exponential backoff and jitter
 //!   (`backon`), waiting at least `Retry-After` when the server sends it.
 //! - POST is never retried on 5xx or timeouts (that could duplicate submissions). It is
@@ -10,9 +12,12 @@
 //! - Keys live in [`Secret`], whose `Debug`/`Display` print `***`; they are only ever placed in
 //!   sensitive request headers, never in errors or logs.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+// The body type reqwest hands out (axum re-exports the same `bytes` crate type).
+use axum::body::Bytes;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::{Stream, TryStreamExt, stream};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -80,6 +85,8 @@ pub struct ClientConfig {
     pub max_retry_after: Duration,
     /// Page size for lists (1..=500).
     pub page_size: usize,
+    /// List pages fetched ahead of the one being consumed (0: one page at a time).
+    pub prefetch_pages: usize,
 }
 
 impl ClientConfig {
@@ -100,6 +107,7 @@ impl ClientConfig {
             max_backoff: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(120),
             page_size: 500,
+            prefetch_pages: 2,
         }
     }
 }
@@ -188,7 +196,7 @@ impl std::fmt::Debug for ImednetClient {
 
 /// How a failed attempt should be handled.
 enum Outcome {
-    Done(Result<Vec<u8>, ImednetError>),
+    Done(Result<Bytes, ImednetError>),
     Retry(ImednetError, Option<Duration>),
 }
 
@@ -201,6 +209,37 @@ fn retry_after(h: &HeaderMap) -> Option<Duration> {
         .ok()
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(Duration::from_secs_f64)
+}
+
+/// Pages of one list: requested up to `next`, `inflight` in page order.
+struct Pager {
+    next: usize,
+    /// `totalPages` of the newest page seen.
+    pages: Option<usize>,
+    inflight: VecDeque<PageTask>,
+}
+
+/// A page body fetched on its own task; dropping it aborts the task (the list was dropped or
+/// ended early), so no request outlives its stream.
+struct PageTask(tokio::task::JoinHandle<Result<Bytes, ImednetError>>);
+
+impl PageTask {
+    async fn join(mut self) -> Result<Bytes, ImednetError> {
+        match (&mut self.0).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(ImednetError::Network {
+                message: format!("page request ended early: {e}"),
+                timeout: false,
+            }),
+        }
+    }
+}
+
+impl Drop for PageTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl ImednetClient {
@@ -311,7 +350,7 @@ impl ImednetClient {
         let status = resp.status();
         let wait = retry_after(resp.headers());
         let bytes = match resp.bytes().await {
-            Ok(b) => b.to_vec(),
+            Ok(b) => b,
             Err(e) => {
                 let err = network(e);
                 return if is_get {
@@ -340,7 +379,7 @@ impl ImednetClient {
         query: &[(String, String)],
         body: Option<&Value>,
         headers: HeaderMap,
-    ) -> Result<Vec<u8>, ImednetError> {
+    ) -> Result<Bytes, ImednetError> {
         let cfg = &self.inner.cfg;
         let mut backoff = ExponentialBuilder::default()
             .with_min_delay(cfg.min_backoff)
@@ -378,7 +417,7 @@ impl ImednetClient {
         let bytes = self
             .send(Method::GET, url, query, None, HeaderMap::new())
             .await?;
-        serde_json::from_slice(&bytes).map_err(|e| ImednetError::Decode(e.to_string()))
+        decode(&bytes)
     }
 
     /// Stream every item of a list endpoint, page by page.
@@ -414,24 +453,57 @@ impl ImednetClient {
             base_query.push(("includeInactive".into(), b.to_string()));
         }
         let client = self.clone();
-        stream::try_unfold(Some(0usize), move |page| {
-            let (client, url, base_query) = (client.clone(), url.clone(), base_query.clone());
+        let ahead = self.inner.cfg.prefetch_pages;
+        let fetch = move |page: usize| {
+            let (client, url) = (client.clone(), url.clone());
+            let mut q = base_query.clone();
+            q.push(("page".into(), page.to_string()));
+            q.push(("size".into(), size.to_string()));
+            // Its own task, so the request goes on while the consumer is busy. Bodies wait
+            // undecoded: a page of records takes several times its JSON size once decoded.
+            PageTask(tokio::spawn(async move {
+                client
+                    .send(Method::GET, &url, &q, None, HeaderMap::new())
+                    .await
+            }))
+        };
+        let first = Pager {
+            next: 0,
+            pages: None,
+            inflight: VecDeque::new(),
+        };
+        stream::try_unfold(Some(first), move |pager| {
+            let pager = pager.map(|mut p| {
+                // Until the first page tells how many there are, ask for one at a time.
+                let (window, known) = match p.pages {
+                    Some(n) => (1 + ahead, n),
+                    None => (1, 1),
+                };
+                while p.inflight.len() < window && p.next < known {
+                    p.inflight.push_back(fetch(p.next));
+                    p.next += 1;
+                }
+                p
+            });
             async move {
-                let Some(page) = page else {
+                let Some(mut p) = pager else {
                     return Ok(None);
                 };
-                let mut q = base_query;
-                q.push(("page".into(), page.to_string()));
-                q.push(("size".into(), size.to_string()));
-                let env: Envelope<T> = client.get_json(&url, &q).await?;
+                let Some(task) = p.inflight.pop_front() else {
+                    return Ok(None);
+                };
+                let page = p.next - p.inflight.len() - 1;
+                let env: Envelope<T> = decode(&task.join().await?)?;
                 let total_pages = env
                     .pagination
                     .as_ref()
                     .and_then(|p| p.total_pages)
                     .unwrap_or(0);
-                let next =
-                    (!env.data.is_empty() && (page as i64) < total_pages - 1).then_some(page + 1);
-                Ok(Some((env.data, next)))
+                // The newest count wins (the study may change while it is read); pages asked
+                // for beyond it are dropped, which aborts them.
+                let more = !env.data.is_empty() && (page as i64) < total_pages - 1;
+                p.pages = Some(usize::try_from(total_pages).unwrap_or(0));
+                Ok(Some((env.data, more.then_some(p))))
             }
         })
         .map_ok(|items| stream::iter(items.into_iter().map(Ok)))
@@ -558,7 +630,7 @@ impl ImednetClient {
                 headers,
             )
             .await?;
-        serde_json::from_slice(&bytes).map_err(|e| ImednetError::Decode(e.to_string()))
+        decode(&bytes)
     }
 
     /// Poll a job until it is terminal. Failed/cancelled → `JobFailed`.
@@ -598,6 +670,10 @@ impl ImednetClient {
     ) -> Result<Vec<T>, ImednetError> {
         s.try_collect().await
     }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ImednetError> {
+    serde_json::from_slice(bytes).map_err(|e| ImednetError::Decode(e.to_string()))
 }
 
 /// Network error without the URL (it could carry query values) and without headers.
