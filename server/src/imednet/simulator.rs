@@ -1216,10 +1216,10 @@ impl Study {
         let whitelist = combined.data_key_whitelist();
 
         let posted = read(&self.posted);
-        if endpoint == "records" {
-            if let Some((json, total)) = self.records_page_json(&posted, q, &combined) {
-                return Ok((Items::Json(json), total, default_sort.to_string()));
-            }
+        if endpoint == "records"
+            && let Some((json, total)) = self.records_page_json(&posted, q, &combined)
+        {
+            return Ok((Items::Json(json), total, default_sort.to_string()));
         }
         let d = &self.data;
         let (len, get): (usize, Box<dyn Fn(usize) -> Value + '_>) = match endpoint {
