@@ -21,7 +21,6 @@ pub(crate) struct CsvWriter {
     out: csv::Writer<BufWriter<File>>,
     columns: Vec<Column>,
     index: ColumnIndex,
-    fields: Vec<String>,
     rows: u64,
     notes: Notes,
     warnings: Vec<String>,
@@ -66,7 +65,6 @@ impl CsvWriter {
             out,
             columns: schema.columns.clone(),
             index: ColumnIndex::new(&schema.columns),
-            fields: vec![String::new(); schema.columns.len()],
             rows: 0,
             notes: Notes::default(),
             warnings: schema.warnings.clone(),
@@ -77,13 +75,16 @@ impl CsvWriter {
 impl RecordWriter for CsvWriter {
     fn write(&mut self, rec: &Record) -> Result<(), ExportError> {
         let row = Row::indexed(rec, &mut self.notes, &self.index);
-        for (i, (field, col)) in self.fields.iter_mut().zip(&self.columns).enumerate() {
-            field.clear();
-            field.push_str(&csv_text(&row.cell_at(i, col)));
+        let dest = self.file.dest();
+        for (i, col) in self.columns.iter().enumerate() {
+            self.out
+                .write_field(csv_text(&row.cell_at(i, col)).as_bytes())
+                .map_err(|e| csv_err(dest, e))?;
         }
+        // An empty record ends the one the fields above were written into.
         self.out
-            .write_record(&self.fields)
-            .map_err(|e| csv_err(self.file.dest(), e))?;
+            .write_record(None::<&[u8]>)
+            .map_err(|e| csv_err(dest, e))?;
         self.rows += 1;
         Ok(())
     }

@@ -137,14 +137,64 @@ model!(
     record_data: serde_json::Map<String, Value> = "record_data",
 });
 
-/// `recordData` may be `null` or missing.
+/// `recordData` may be `null`, missing or not an object (then it is empty). The pairs are
+/// collected first and the map built in one go: that takes a fraction of inserting them one
+/// by one, and decoding answers is most of the work of reading a page of records.
 fn record_data<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<serde_json::Map<String, Value>, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::Object(m) => m,
-        _ => serde_json::Map::new(),
-    })
+    use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+    type Answers = serde_json::Map<String, Value>;
+
+    struct AnswersVisitor;
+
+    impl<'de> Visitor<'de> for AnswersVisitor {
+        type Value = Answers;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("recordData")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Answers, A::Error> {
+            let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0));
+            while let Some(pair) = map.next_entry::<String, Value>()? {
+                pairs.push(pair);
+            }
+            // Like inserting in order: a repeated key keeps its last answer.
+            Ok(pairs.into_iter().collect())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Answers, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Answers::new())
+        }
+
+        fn visit_unit<E>(self) -> Result<Answers, E> {
+            Ok(Answers::new())
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<Answers, E> {
+            Ok(Answers::new())
+        }
+
+        fn visit_i64<E>(self, _: i64) -> Result<Answers, E> {
+            Ok(Answers::new())
+        }
+
+        fn visit_u64<E>(self, _: u64) -> Result<Answers, E> {
+            Ok(Answers::new())
+        }
+
+        fn visit_f64<E>(self, _: f64) -> Result<Answers, E> {
+            Ok(Answers::new())
+        }
+
+        fn visit_str<E>(self, _: &str) -> Result<Answers, E> {
+            Ok(Answers::new())
+        }
+    }
+
+    d.deserialize_any(AnswersVisitor)
 }
 
 model!(RecordRevision {
@@ -541,5 +591,24 @@ mod tests {
         assert_eq!(r.site_id, None);
         assert!(r.deleted);
         assert_eq!(r.record_data["AGE"], "");
+    }
+
+    #[test]
+    fn record_data_keeps_nested_answers_and_the_last_of_a_repeated_key() {
+        let r: Record = serde_json::from_str(
+            r#"{"recordData": {"B": {"x": [1, null]}, "A": 1, "C": "", "A": 2}}"#,
+        )
+        .unwrap();
+        let keys: Vec<&str> = r.record_data.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["A", "B", "C"]);
+        assert_eq!(r.record_data["A"], 2);
+        assert_eq!(r.record_data["B"], serde_json::json!({"x": [1, null]}));
+        for other in ["null", "\"\"", "[1, {\"a\": 2}]", "5", "-1.5", "true"] {
+            let r: Record =
+                serde_json::from_str(&format!(r#"{{"recordData": {other}, "recordId": 7}}"#))
+                    .unwrap();
+            assert!(r.record_data.is_empty(), "{other}");
+            assert_eq!(r.record_id, Some(7), "{other}");
+        }
     }
 }
