@@ -395,11 +395,6 @@ pub const STATE_ORDER: [&str; 12] = [
     "restarting",
 ];
 
-/// Finished until someone clears it.
-pub fn is_finished_state(state: &str) -> bool {
-    matches!(state, "success" | "failed" | "skipped" | "upstream_failed")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

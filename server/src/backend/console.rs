@@ -12,7 +12,7 @@ use app::model::{
     ArtifactInfo, AttemptInfo, AuditInfo, AuditPage, ChildRun, CurrentUser, DashboardInfo,
     InstanceDetail, InstancePage, InstanceQuery, InstanceSummary, LogLineInfo, ParamInfo,
     PipelineDetail, PipelineSummary, PoolInfo, RunAction, RunDetail, RunList, RunListItem,
-    RunListQuery, STATE_ORDER, TaskNode, TaskProgress, WorkerInfo, is_finished_state,
+    RunListQuery, STATE_ORDER, TaskNode, TaskProgress, WorkerInfo,
 };
 use app::model::{FlowDetail, FlowInfo, FlowRegistered};
 use app::port::{Backend, Console, FlowRunOptions};
@@ -393,6 +393,7 @@ impl Console for ServerBackend {
         task_ids.extend(counts.keys().filter(|t| !order.contains(t)).cloned());
         let mut tasks = Vec::with_capacity(task_ids.len());
         let mut instance_count = 0;
+        let mut unmapped: HashMap<String, TiRow> = HashMap::new();
         for task_id in task_ids {
             let by_state = counts.remove(&task_id).unwrap_or_default();
             let mapped = pipeline
@@ -402,19 +403,24 @@ impl Console for ServerBackend {
             let total: i64 = by_state.values().sum();
             let done = by_state
                 .iter()
-                .filter(|(s, _)| is_finished_state(s))
+                .filter(|(s, _)| s.parse::<TaskState>().is_ok_and(TaskState::is_terminal))
                 .map(|(_, n)| n)
                 .sum();
             instance_count += total;
-            let single = if mapped {
+            // An unmapped task's one instance; kept whole for the child-run table below.
+            let single_row = if mapped {
                 None
             } else {
                 self.db
                     .instances(run_id, &task_id)
                     .await?
-                    .first()
-                    .map(|ti| self.instance_summary(ti))
+                    .into_iter()
+                    .next()
             };
+            let single = single_row.as_ref().map(|ti| self.instance_summary(ti));
+            if let Some(ti) = single_row {
+                unmapped.insert(task_id.clone(), ti);
+            }
             tasks.push(TaskProgress {
                 counts: STATE_ORDER
                     .iter()
@@ -448,7 +454,7 @@ impl Console for ServerBackend {
                 .iter()
                 .filter(|t| p.task(t).is_some_and(|t| t.operator == "flows.run_child"))
             {
-                let Some(ti) = self.db.instances(run_id, task_id).await?.into_iter().next() else {
+                let Some(ti) = unmapped.get(task_id) else {
                     continue;
                 };
                 let output: Value = ti
