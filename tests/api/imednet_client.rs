@@ -620,3 +620,48 @@ async fn demo_mode_serves_the_simulator_beside_the_app() {
         .unwrap();
     assert_ne!(res.status(), 200, "without --demo there is no simulator");
 }
+
+/// Pages decoded ahead on another thread still arrive in page order, with or without
+/// prefetching; and a page that fails to decode ends the list after every earlier page.
+#[tokio::test]
+async fn pages_decoded_ahead_keep_their_order_and_errors_their_place() {
+    let (sim, base) = spawn(SimConfig::default()).await;
+    let params = || ListParams {
+        page_size: Some(10),
+        ..ListParams::default()
+    };
+    let ids =
+        |records: &[Record]| -> Vec<i64> { records.iter().map(|r| r.record_id.unwrap()).collect() };
+    let mut one_at_a_time = config(&base);
+    one_at_a_time.prefetch_pages = 0;
+    let reference = ImednetClient::collect(
+        ImednetClient::new(one_at_a_time)
+            .unwrap()
+            .records("DEMO", params()),
+    )
+    .await
+    .unwrap();
+    assert!(reference.len() > 50, "DEMO has several pages of records");
+    let ahead = ImednetClient::collect(client(&base).records("DEMO", params()))
+        .await
+        .unwrap();
+    assert_eq!(ids(&ahead), ids(&reference));
+    assert_eq!(ahead, reference);
+
+    let c = client(&base);
+    let mut stream = std::pin::pin!(c.records("DEMO", params()));
+    let mut seen = vec![stream.try_next().await.unwrap().unwrap()];
+    // Pages already fetched are unaffected; the first one fetched from now on is malformed.
+    sim.set_faults(faults(vec![FaultRule::any(FaultKind::Malformed)]));
+    let err = loop {
+        match stream.try_next().await {
+            Ok(Some(r)) => seen.push(r),
+            Ok(None) => panic!("the list ended without the malformed page"),
+            Err(e) => break e,
+        }
+    };
+    sim.set_faults(Faults::default());
+    assert!(matches!(err, ImednetError::Decode(_)), "{err}");
+    assert!(seen.len() >= 10 && seen.len() % 10 == 0, "{}", seen.len());
+    assert_eq!(ids(&seen), ids(&reference[..seen.len()]));
+}

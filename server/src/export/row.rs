@@ -133,8 +133,8 @@ impl ColumnIndex {
             // Keys of one form are mostly neighbours: look at the next name before searching.
             at += match rest.first() {
                 None => break,
-                Some((name, _)) if name.as_str() >= key.as_str() => 0,
-                Some(_) => rest.partition_point(|(name, _)| name.as_str() < key.as_str()),
+                Some((name, _)) if name.as_str() >= key => 0,
+                Some(_) => rest.partition_point(|(name, _)| name.as_str() < key),
             };
             if let Some((name, cols)) = self.by_name.get(at)
                 && name == key

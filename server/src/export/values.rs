@@ -9,6 +9,15 @@ use serde_json::{Number, Value};
 /// whitespace is `= + - @` gets a `'` prefix (the original string is kept whole, whitespace
 /// included). Only strings are guarded, never numbers.
 pub fn guard_formula(s: &str) -> Cow<'_, str> {
+    // Most answers start with a visible ASCII character: decide on it without decoding.
+    if let Some(&b) = s.as_bytes().first()
+        && b.is_ascii_graphic()
+    {
+        return match b {
+            b'=' | b'+' | b'-' | b'@' => Cow::Owned(format!("'{s}")),
+            _ => Cow::Borrowed(s),
+        };
+    }
     // Python's `str.lstrip()` strips `str.isspace()` characters: Unicode White_Space plus the
     // ASCII information separators U+001C..U+001F, which Rust does not count as whitespace.
     let first = s

@@ -76,10 +76,20 @@ impl RecordWriter for CsvWriter {
     fn write(&mut self, rec: &Record) -> Result<(), ExportError> {
         let row = Row::indexed(rec, &mut self.notes, &self.index);
         let dest = self.file.dest();
+        // Integers are formatted on the stack: they are a good share of all cells.
+        let mut digits = itoa::Buffer::new();
         for (i, col) in self.columns.iter().enumerate() {
-            self.out
-                .write_field(csv_text(&row.cell_at(i, col)).as_bytes())
-                .map_err(|e| csv_err(dest, e))?;
+            let cell = row.cell_at(i, col);
+            let int = match &cell {
+                Cell::Int(n) => Some(*n),
+                Cell::Json(Value::Number(n)) => n.as_i64(),
+                _ => None,
+            };
+            let written = match int {
+                Some(n) => self.out.write_field(digits.format(n)),
+                None => self.out.write_field(csv_text(&cell).as_bytes()),
+            };
+            written.map_err(|e| csv_err(dest, e))?;
         }
         // An empty record ends the one the fields above were written into.
         self.out

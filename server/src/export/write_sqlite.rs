@@ -324,7 +324,7 @@ impl SqliteWriter {
             let params = (
                 rec.record_id.unwrap_or(0),
                 rec.form_id.unwrap_or(0),
-                name.as_str(),
+                name,
                 json_sql_value(value, ColumnType::Text),
                 stamp.as_deref(),
             );

@@ -1,8 +1,9 @@
 //! Typed iMednet client.
 //!
 //! - Lists are `Stream`s of pages in order; once the first page gives `totalPages`, up to
-//!   `prefetch_pages` further page bodies are fetched ahead on their own tasks, so a consumer
-//!   never waits on a round trip, and memory stays bounded by that window.
+//!   `prefetch_pages` further pages are fetched ahead on their own tasks, so a consumer
+//!   never waits on a round trip, and memory stays bounded by that window. The page after the
+//!   one being read is decoded on a blocking thread meanwhile; the others wait as bodies.
 //! - GET is retried on network errors, 429 and 5xx with exponential backoff and jitter
 //!   (`backon`), waiting at least `Retry-After` when the server sends it.
 //! - POST is never retried on 5xx or timeouts (that could duplicate submissions). It is
@@ -211,20 +212,55 @@ fn retry_after(h: &HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs_f64)
 }
 
-/// Pages of one list: requested up to `next`, `inflight` in page order.
-struct Pager {
+/// Pages of one list: requested up to `next`; the one after the page being read is decoded
+/// ahead (`decoding`), the rest wait as bodies in `inflight`, in page order.
+struct Pager<T> {
     next: usize,
+    /// Index of the page the next step returns.
+    current: usize,
     /// `totalPages` of the newest page seen.
     pages: Option<usize>,
-    inflight: VecDeque<PageTask>,
+    decoding: Option<PageTask<Envelope<T>>>,
+    inflight: VecDeque<PageTask<Bytes>>,
 }
 
-/// A page body fetched on its own task; dropping it aborts the task (the list was dropped or
-/// ended early), so no request outlives its stream.
-struct PageTask(tokio::task::JoinHandle<Result<Bytes, ImednetError>>);
+impl<T: DeserializeOwned + Send + 'static> Pager<T> {
+    /// Ask for pages until `window` are on their way, decoding or as bodies (one at a time
+    /// until the first page tells how many there are).
+    fn top_up(&mut self, window: usize, fetch: &impl Fn(usize) -> PageTask<Bytes>) {
+        let (window, known) = match self.pages {
+            Some(n) => (window, n),
+            None => (1, 1),
+        };
+        while self.inflight.len() + usize::from(self.decoding.is_some()) < window
+            && self.next < known
+        {
+            self.inflight.push_back(fetch(self.next));
+            self.next += 1;
+        }
+    }
 
-impl PageTask {
-    async fn join(mut self) -> Result<Bytes, ImednetError> {
+    /// Start decoding the next page on a blocking thread, so it overlaps with the consumer
+    /// reading the current one (decoding is most of a list's CPU time).
+    fn decode_next(&mut self) {
+        if self.decoding.is_none()
+            && let Some(body) = self.inflight.pop_front()
+        {
+            self.decoding = Some(PageTask(tokio::spawn(async move {
+                let bytes = body.join().await?;
+                let decoded = tokio::task::spawn_blocking(move || decode::<Envelope<T>>(&bytes));
+                PageTask(decoded).join().await
+            })));
+        }
+    }
+}
+
+/// Work for one page on its own task; dropping it aborts the task (the list was dropped or
+/// ended early), so no request outlives its stream.
+struct PageTask<R>(tokio::task::JoinHandle<Result<R, ImednetError>>);
+
+impl<R> PageTask<R> {
+    async fn join(mut self) -> Result<R, ImednetError> {
         match (&mut self.0).await {
             Ok(r) => r,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -236,7 +272,7 @@ impl PageTask {
     }
 }
 
-impl Drop for PageTask {
+impl<R> Drop for PageTask<R> {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -461,39 +497,36 @@ impl ImednetClient {
             q.push(("size".into(), size.to_string()));
             // Its own task, so the request goes on while the consumer is busy. Bodies wait
             // undecoded: a page of records takes several times its JSON size once decoded.
-            PageTask(tokio::spawn(async move {
+            PageTask::<Bytes>(tokio::spawn(async move {
                 client
                     .send(Method::GET, &url, &q, None, HeaderMap::new())
                     .await
             }))
         };
-        let first = Pager {
+        let first = Pager::<T> {
             next: 0,
+            current: 0,
             pages: None,
+            decoding: None,
             inflight: VecDeque::new(),
         };
         stream::try_unfold(Some(first), move |pager| {
-            let pager = pager.map(|mut p| {
-                // Until the first page tells how many there are, ask for one at a time.
-                let (window, known) = match p.pages {
-                    Some(n) => (1 + ahead, n),
-                    None => (1, 1),
-                };
-                while p.inflight.len() < window && p.next < known {
-                    p.inflight.push_back(fetch(p.next));
-                    p.next += 1;
-                }
-                p
-            });
+            let fetch = fetch.clone();
             async move {
                 let Some(mut p) = pager else {
                     return Ok(None);
                 };
-                let Some(task) = p.inflight.pop_front() else {
+                // This page and `ahead` more.
+                p.top_up(1 + ahead, &fetch);
+                let env: Envelope<T> = if let Some(decoding) = p.decoding.take() {
+                    decoding.join().await?
+                } else if let Some(body) = p.inflight.pop_front() {
+                    decode(&body.join().await?)?
+                } else {
                     return Ok(None);
                 };
-                let page = p.next - p.inflight.len() - 1;
-                let env: Envelope<T> = decode(&task.join().await?)?;
+                let page = p.current;
+                p.current += 1;
                 let total_pages = env
                     .pagination
                     .as_ref()
@@ -503,6 +536,11 @@ impl ImednetClient {
                 // for beyond it are dropped, which aborts them.
                 let more = !env.data.is_empty() && (page as i64) < total_pages - 1;
                 p.pages = Some(usize::try_from(total_pages).unwrap_or(0));
+                if more {
+                    // The consumer now holds this page: keep `ahead` more coming.
+                    p.top_up(ahead, &fetch);
+                    p.decode_next();
+                }
                 Ok(Some((env.data, more.then_some(p))))
             }
         })

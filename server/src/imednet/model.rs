@@ -4,6 +4,7 @@
 //! number-as-string in a scalar field become `None`/default instead of a decode error,
 //! because the real API is loose about these (and `recordData` answers arrive as `""`).
 
+use compact_str::CompactString;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
@@ -134,17 +135,92 @@ model!(
     visit_id: Option<i64> = "lenient::int",
     parent_record_id: Option<i64> = "lenient::int",
     keywords: Vec<Keyword> = "lenient::list",
-    record_data: serde_json::Map<String, Value> = "record_data",
+    record_data: Answers = "record_data",
 });
 
-/// `recordData` may be `null`, missing or not an object (then it is empty). The pairs are
-/// collected first and the map built in one go: that takes a fraction of inserting them one
-/// by one, and decoding answers is most of the work of reading a page of records.
-fn record_data<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<serde_json::Map<String, Value>, D::Error> {
+/// A record's `recordData`: answers sorted by variable name, the last of a repeated name kept.
+///
+/// Decoding answers is most of the work of reading a page of records, so this is one sorted
+/// list per record rather than a map, and names of up to 24 bytes are stored inline: a
+/// record then costs a handful of allocations instead of one per name plus the map's nodes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Answers(Vec<(CompactString, Value)>);
+
+impl Answers {
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_str())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<K: Into<CompactString>> FromIterator<(K, Value)> for Answers {
+    fn from_iter<I: IntoIterator<Item = (K, Value)>>(pairs: I) -> Self {
+        let mut pairs: Vec<(CompactString, Value)> =
+            pairs.into_iter().map(|(k, v)| (k.into(), v)).collect();
+        // Stable, so equal names stay in arrival order and the last one is kept below.
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut kept: Vec<(CompactString, Value)> = Vec::with_capacity(pairs.len());
+        for pair in pairs {
+            match kept.last_mut() {
+                Some(last) if last.0 == pair.0 => *last = pair,
+                _ => kept.push(pair),
+            }
+        }
+        Answers(kept)
+    }
+}
+
+impl<'a> IntoIterator for &'a Answers {
+    type Item = (&'a str, &'a Value);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (CompactString, Value)>,
+        fn(&'a (CompactString, Value)) -> (&'a str, &'a Value),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+impl std::ops::Index<&str> for Answers {
+    type Output = Value;
+
+    /// Like a map's index: panics when the name is absent.
+    fn index(&self, name: &str) -> &Value {
+        match self.get(name) {
+            Some(v) => v,
+            None => panic!("no answer named {name:?}"),
+        }
+    }
+}
+
+impl Serialize for Answers {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+/// `recordData` may be `null`, missing or not an object (then it is empty).
+fn record_data<'de, D: Deserializer<'de>>(d: D) -> Result<Answers, D::Error> {
     use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
-    type Answers = serde_json::Map<String, Value>;
 
     struct AnswersVisitor;
 
@@ -157,40 +233,39 @@ fn record_data<'de, D: Deserializer<'de>>(
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Answers, A::Error> {
             let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0));
-            while let Some(pair) = map.next_entry::<String, Value>()? {
+            while let Some(pair) = map.next_entry::<CompactString, Value>()? {
                 pairs.push(pair);
             }
-            // Like inserting in order: a repeated key keeps its last answer.
             Ok(pairs.into_iter().collect())
         }
 
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Answers, A::Error> {
             while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok(Answers::new())
+            Ok(Answers::default())
         }
 
         fn visit_unit<E>(self) -> Result<Answers, E> {
-            Ok(Answers::new())
+            Ok(Answers::default())
         }
 
         fn visit_bool<E>(self, _: bool) -> Result<Answers, E> {
-            Ok(Answers::new())
+            Ok(Answers::default())
         }
 
         fn visit_i64<E>(self, _: i64) -> Result<Answers, E> {
-            Ok(Answers::new())
+            Ok(Answers::default())
         }
 
         fn visit_u64<E>(self, _: u64) -> Result<Answers, E> {
-            Ok(Answers::new())
+            Ok(Answers::default())
         }
 
         fn visit_f64<E>(self, _: f64) -> Result<Answers, E> {
-            Ok(Answers::new())
+            Ok(Answers::default())
         }
 
         fn visit_str<E>(self, _: &str) -> Result<Answers, E> {
-            Ok(Answers::new())
+            Ok(Answers::default())
         }
     }
 
@@ -599,10 +674,22 @@ mod tests {
             r#"{"recordData": {"B": {"x": [1, null]}, "A": 1, "C": "", "A": 2}}"#,
         )
         .unwrap();
-        let keys: Vec<&str> = r.record_data.keys().map(String::as_str).collect();
+        let keys: Vec<&str> = r.record_data.keys().collect();
         assert_eq!(keys, ["A", "B", "C"]);
         assert_eq!(r.record_data["A"], 2);
         assert_eq!(r.record_data["B"], serde_json::json!({"x": [1, null]}));
+        assert_eq!(r.record_data.get("D"), None);
+        // Names longer than fit inline, and the map shape on the way out.
+        let long = "A_VERY_LONG_VARIABLE_NAME_OF_40_CHARS_XX";
+        let r: Record = serde_json::from_str(&format!(
+            r#"{{"recordData": {{"{long}": "x", "B": true, "A": null}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(r.record_data[long], "x");
+        assert_eq!(
+            serde_json::to_string(&r.record_data).unwrap(),
+            format!(r#"{{"A":null,"{long}":"x","B":true}}"#)
+        );
         for other in ["null", "\"\"", "[1, {\"a\": 2}]", "5", "-1.5", "true"] {
             let r: Record =
                 serde_json::from_str(&format!(r#"{{"recordData": {other}, "recordId": 7}}"#))
