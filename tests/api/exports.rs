@@ -499,3 +499,59 @@ async fn a_user_triggers_the_reference_pipeline_and_downloads_a_study_over_http(
         .unwrap();
     assert_eq!(res.status(), 404);
 }
+
+/// `trialflow bench export` end to end on a small study: one entry per format, each the median
+/// of its repeated child-process runs, and a Parquet file's peak that a real export produced.
+#[test]
+fn bench_export_reports_the_median_of_repeated_runs() {
+    let out = std::process::Command::new(crate::crash::binary())
+        .args([
+            "bench",
+            "export",
+            "--sizes",
+            "1500",
+            "--formats",
+            "csv,parquet",
+        ])
+        .args(["--sdk-records", "0", "--repeat", "3"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let results = report["results"].as_array().expect("results");
+    let formats: Vec<&str> = results
+        .iter()
+        .map(|r| r["format"].as_str().unwrap())
+        .collect();
+    assert_eq!(formats, ["csv", "parquet"]);
+    for r in results {
+        // The generator deletes ~2 % of records and exports skip them.
+        let records = r["records"].as_u64().unwrap();
+        assert!((1400..1500).contains(&records), "{r}");
+        assert!(r["bytes"].as_u64().unwrap() > 0, "{r}");
+        for key in ["records_per_s", "peak_rss_mb"] {
+            let runs: Vec<f64> = r[format!("{key}_runs")]
+                .as_array()
+                .unwrap_or_else(|| panic!("{key}_runs in {r}"))
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(runs.len(), 3, "{r}");
+            assert!(
+                runs.windows(2).all(|w| w[0] <= w[1]) && runs[0] > 0.0,
+                "{r}"
+            );
+            assert_eq!(r[key].as_f64(), Some(runs[1]), "{key} is the median: {r}");
+        }
+    }
+    let bad = std::process::Command::new(crate::crash::binary())
+        .args(["bench", "export", "--repeat", "0"])
+        .output()
+        .expect("runs");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--repeat"));
+}

@@ -31,6 +31,10 @@ pub struct BenchOptions {
     pub python: PathBuf,
     #[arg(long, default_value = "tests/sdk/bench_export.py")]
     pub sdk_script: PathBuf,
+    /// Exports per format and size; the figures are their medians (single runs of a few
+    /// seconds vary by ~10 % in speed and a few MB in peak memory here).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
 }
 
 const STUDY: &str = "BENCH";
@@ -51,31 +55,24 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
         let (base, server) = serve(records, opts.variables).await?;
         for format in &opts.formats {
             let output = scratch.path().join(format!("{records}.{format}"));
-            let child = tokio::process::Command::new(&exe)
-                .args([
-                    "bench",
-                    "export-worker",
-                    "--base-url",
-                    &base,
-                    "--study",
-                    STUDY,
-                ])
-                .args(["--format", format, "--output"])
-                .arg(&output)
-                .output()
-                .await
-                .context("running the export worker")?;
-            if !child.status.success() {
-                anyhow::bail!(
-                    "export worker ({format}, {records}) failed: {}",
-                    String::from_utf8_lossy(&child.stderr)
-                );
+            let mut runs = Vec::new();
+            for _ in 0..opts.repeat {
+                runs.push(export_in_child(&exe, &base, format, &output).await?);
+                let _ = std::fs::remove_file(&output);
             }
-            let mut entry: Value =
-                serde_json::from_slice(&child.stdout).context("export worker printed no JSON")?;
+            let mut entry = runs[0].clone();
+            for key in ["records_per_s", "peak_rss_mb", "seconds"] {
+                let mut values: Vec<f64> = runs.iter().filter_map(|r| r[key].as_f64()).collect();
+                values.sort_by(f64::total_cmp);
+                if let Some(median) = values.get(values.len() / 2) {
+                    entry[key] = json!(median);
+                }
+                if opts.repeat > 1 {
+                    entry[format!("{key}_runs")] = json!(values);
+                }
+            }
             entry["format"] = json!(format);
             entry["variables"] = json!(opts.variables);
-            let _ = std::fs::remove_file(&output);
             if format == "csv" && records == opts.sdk_records {
                 let sdk = sdk_export(&opts, &base, &scratch.path().join("sdk.csv")).await;
                 for key in ["sdk_records_per_s", "sdk_peak_rss_mb", "error"] {
@@ -101,6 +98,37 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
         server.abort();
     }
     Ok(json!({"study": STUDY, "results": results}))
+}
+
+/// One export in a fresh process (so its peak RSS is its own); the child prints its figures.
+async fn export_in_child(
+    exe: &Path,
+    base: &str,
+    format: &str,
+    output: &Path,
+) -> anyhow::Result<Value> {
+    let child = tokio::process::Command::new(exe)
+        .args([
+            "bench",
+            "export-worker",
+            "--base-url",
+            base,
+            "--study",
+            STUDY,
+        ])
+        .args(["--format", format, "--output"])
+        .arg(output)
+        .output()
+        .await
+        .context("running the export worker")?;
+    if !child.status.success() {
+        anyhow::bail!(
+            "export worker ({format}, {}) failed: {}",
+            output.display(),
+            String::from_utf8_lossy(&child.stderr)
+        );
+    }
+    serde_json::from_slice(&child.stdout).context("export worker printed no JSON")
 }
 
 /// A simulator serving one generated study of `records` records on a free port.

@@ -13,6 +13,7 @@ mod driver;
 mod error;
 mod filter;
 mod options;
+mod page_spill;
 mod row;
 mod schema;
 mod values;

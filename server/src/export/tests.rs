@@ -508,40 +508,78 @@ fn parquet_reads_back_with_typed_columns() {
 }
 
 #[test]
-fn parquet_row_groups_are_cut_by_size() {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
+fn parquet_groups_spilled_to_disk_read_back_whole_and_in_order() {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use write_parquet::ParquetWriter;
-    let groups = |path: &Path| -> Vec<i64> {
-        let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
-        let rows = reader.metadata().row_groups().iter().map(|g| g.num_rows());
-        rows.collect()
+    // Every row group's values, as (V, T, C) tuples, group by group.
+    let read = |path: &Path| -> Vec<Vec<(i64, String, String)>> {
+        let file = std::fs::File::open(path).unwrap();
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let groups = builder.metadata().num_row_groups();
+        (0..groups)
+            .map(|g| {
+                let file = std::fs::File::open(path).unwrap();
+                let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap()
+                    .with_row_groups(vec![g])
+                    .build()
+                    .unwrap();
+                let mut rows = Vec::new();
+                for batch in reader {
+                    let b = batch.unwrap();
+                    let v = b.column_by_name("V").unwrap().as_primitive::<Int64Type>();
+                    let t = b.column_by_name("T").unwrap().as_string::<i32>();
+                    let c = b.column_by_name("C").unwrap().as_string::<i32>();
+                    for i in 0..b.num_rows() {
+                        rows.push((v.value(i), t.value(i).to_string(), c.value(i).to_string()));
+                    }
+                }
+                rows
+            })
+            .collect()
     };
     let vars = vec![
         var("V", "NUMBER", 1, "DM", "v"),
         var("T", "TEXT", 1, "DM", "t"),
+        var("C", "TEXT", 1, "DM", "c"),
     ];
-    // Distinct answers, so the encoded size grows with every row.
-    let recs: Vec<Record> = (0..20_000)
-        .map(|i| rec(i, 1, json!({ "V": i, "T": format!("answer {i}") })))
+    // T is distinct per row (its dictionary overflows to plain pages); C has three answers,
+    // so its dictionary page, produced last, must still come first in every chunk.
+    let expected: Vec<(i64, String, String)> = (0..20_000)
+        .map(|i| {
+            (
+                i,
+                format!("answer {i}"),
+                ["yes", "no", "unknown"][i as usize % 3].into(),
+            )
+        })
+        .collect();
+    let recs: Vec<Record> = expected
+        .iter()
+        .map(|(i, t, c)| rec(*i, 1, json!({ "V": i, "T": t, "C": c })))
         .collect();
     let s = schema_of(&vars, &ExportOptions::default());
     let dir = tmpdir();
 
-    // Under the default cap a study this size is a single group, not one per batch.
+    // Under the default caps a study this size is a single group, not one per batch.
     let one = dir.path().join("one.parquet");
     assert_eq!(export(ExportFormat::Parquet, &one, &s, &recs).rows, 20_000);
-    assert_eq!(groups(&one), [20_000]);
+    assert_eq!(read(&one), [expected.clone()]);
 
-    // A small cap makes several groups and loses no row.
+    // A small cap makes several groups, each spilled and spliced back, losing nothing.
     let many = dir.path().join("many.parquet");
     let mut w = ParquetWriter::open_with(&many, &s, 32 << 10).unwrap();
     for r in &recs {
         w.write(r).unwrap();
     }
     assert_eq!(Box::new(w).finish().unwrap().rows, 20_000);
-    let g = groups(&many);
-    assert!(g.len() > 2, "{g:?}");
-    assert_eq!(g.iter().sum::<i64>(), 20_000);
+    let groups = read(&many);
+    assert!(groups.len() > 2, "{} groups", groups.len());
+    assert_eq!(groups.concat(), expected);
+    // The spill file had no name: only the two exports are left.
+    assert_eq!(dir_entries(dir.path()), ["many.parquet", "one.parquet"]);
 }
 
 #[test]

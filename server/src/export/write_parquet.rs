@@ -1,10 +1,10 @@
-//! Parquet: small arrow batches encoded into row groups cut by size, schema fixed from
-//! variable types.
+//! Parquet: small arrow batches encoded into large row groups, schema fixed from variable types.
 //!
-//! Memory: the encoder buffers a whole row group (encoded) before writing it, and keeps every
-//! written group's column-chunk metadata until the footer. So groups are cut by encoded bytes
-//! ([`GROUP_BYTES`]) rather than by rows: the buffer has a fixed ceiling, and a large study
-//! makes a few big groups instead of hundreds of small ones whose metadata would pile up.
+//! Memory: a row group's finished pages wait in a temp file ([`SpillFactory`]) rather than on
+//! the heap until the group is written, so groups can be as large as readers like
+//! ([`GROUP_ROWS`], [`GROUP_BYTES`]) and the footer metadata kept for each written group
+//! (~0.5 MB for 246 columns) stays small. What remains on the heap is per column and fixed:
+//! the current page and the dictionary.
 
 use std::fs::File;
 use std::path::Path;
@@ -14,6 +14,7 @@ use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringB
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -23,6 +24,7 @@ use crate::imednet::model::Record;
 
 use super::atomic::AtomicFile;
 use super::error::ExportError;
+use super::page_spill::SpillFactory;
 use super::row::{Cell, ColumnIndex, Notes, Row};
 use super::schema::{Column, ColumnSource, ColumnType, ExportSchema, KeyColumn};
 use super::values::{is_blank, json_text, loose_bool, loose_f64};
@@ -33,12 +35,13 @@ pub(crate) fn batch_rows(columns: usize) -> usize {
     (256_000 / columns.max(1)).clamp(64, 2048)
 }
 
-/// Encoded bytes a row group may buffer before it is written out. parquet-rs keeps about
-/// 1.9 KB of metadata per written column chunk until the footer (massif: a 246-column group
-/// costs ~0.47 MB), so smaller groups trade buffer for metadata; 4 MiB measured flattest
-/// (a 1,000,000-record, 246-column study: 24 groups). 1 MiB groups: -10 MB at 100k, +12 MB
-/// at 1M; 2,048-row pages: -5 MB everywhere but 10 % slower.
-pub(crate) const GROUP_BYTES: usize = 4 << 20;
+/// Rows per row group at most (parquet-rs' default).
+const GROUP_ROWS: usize = 1 << 20;
+
+/// Encoded bytes per row group at most: the size data tools conventionally read. The group is
+/// spilled, not held, so this bounds disk, not memory; parquet-rs keeps ~1.9 KB of metadata
+/// per written column chunk until the footer, so fewer, larger groups keep that small.
+pub(crate) const GROUP_BYTES: usize = 128 << 20;
 
 /// Rows per data page.
 const PAGE_ROWS: usize = 8192;
@@ -178,7 +181,7 @@ impl ParquetWriter {
         // 256 KiB (free-text answers then fall back to plain encoding).
         let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(None)
+            .set_max_row_group_row_count(Some(GROUP_ROWS))
             .set_max_row_group_bytes(Some(group_bytes))
             .set_statistics_enabled(EnabledStatistics::Chunk)
             .set_statistics_truncate_length(Some(64))
@@ -195,9 +198,13 @@ impl ParquetWriter {
                     props.set_column_dictionary_enabled(ColumnPath::from(c.name.as_str()), false);
             }
         }
-        let props = props.build();
-        let writer = ArrowWriter::try_new(file.handle()?, arrow_schema.clone(), Some(props))
-            .map_err(|e| pq_err(dest, e))?;
+        let spill = SpillFactory::create_in(file.dir()).map_err(|e| pq_err(dest, e))?;
+        let options = ArrowWriterOptions::new()
+            .with_properties(props.build())
+            .with_page_store_factory(Arc::new(spill));
+        let writer =
+            ArrowWriter::try_new_with_options(file.handle()?, arrow_schema.clone(), options)
+                .map_err(|e| pq_err(dest, e))?;
         Ok(ParquetWriter {
             file,
             writer,
