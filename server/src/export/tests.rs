@@ -510,11 +510,12 @@ fn parquet_reads_back_with_typed_columns() {
 #[test]
 fn parquet_groups_spilled_to_disk_read_back_whole_and_in_order() {
     use arrow_array::cast::AsArray;
-    use arrow_array::types::Int64Type;
+    use arrow_array::types::{Float64Type, Int64Type};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use write_parquet::ParquetWriter;
-    // Every row group's values, as (V, T, C) tuples, group by group.
-    let read = |path: &Path| -> Vec<Vec<(i64, String, String)>> {
+    type Row = (i64, f64, String, String);
+    // Every row group's rows as (recordId, V, T, C), group by group.
+    let read = |path: &Path| -> Vec<Vec<Row>> {
         let file = std::fs::File::open(path).unwrap();
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
         let groups = builder.metadata().num_row_groups();
@@ -529,11 +530,14 @@ fn parquet_groups_spilled_to_disk_read_back_whole_and_in_order() {
                 let mut rows = Vec::new();
                 for batch in reader {
                     let b = batch.unwrap();
-                    let v = b.column_by_name("V").unwrap().as_primitive::<Int64Type>();
+                    let id = b.column_by_name("recordId").unwrap();
+                    let id = id.as_primitive::<Int64Type>();
+                    let v = b.column_by_name("V").unwrap().as_primitive::<Float64Type>();
                     let t = b.column_by_name("T").unwrap().as_string::<i32>();
                     let c = b.column_by_name("C").unwrap().as_string::<i32>();
                     for i in 0..b.num_rows() {
-                        rows.push((v.value(i), t.value(i).to_string(), c.value(i).to_string()));
+                        let (t, c) = (t.value(i).to_string(), c.value(i).to_string());
+                        rows.push((id.value(i), v.value(i), t, c));
                     }
                 }
                 rows
@@ -547,18 +551,15 @@ fn parquet_groups_spilled_to_disk_read_back_whole_and_in_order() {
     ];
     // T is distinct per row (its dictionary overflows to plain pages); C has three answers,
     // so its dictionary page, produced last, must still come first in every chunk.
-    let expected: Vec<(i64, String, String)> = (0..20_000)
+    let expected: Vec<Row> = (0..20_000)
         .map(|i| {
-            (
-                i,
-                format!("answer {i}"),
-                ["yes", "no", "unknown"][i as usize % 3].into(),
-            )
+            let c = ["yes", "no", "unknown"][i as usize % 3];
+            (i, i as f64 / 4.0, format!("answer {i}"), c.to_string())
         })
         .collect();
     let recs: Vec<Record> = expected
         .iter()
-        .map(|(i, t, c)| rec(*i, 1, json!({ "V": i, "T": t, "C": c })))
+        .map(|(i, v, t, c)| rec(*i, 1, json!({ "V": v, "T": t, "C": c })))
         .collect();
     let s = schema_of(&vars, &ExportOptions::default());
     let dir = tmpdir();
