@@ -567,7 +567,7 @@ fn parquet_groups_spilled_to_disk_read_back_whole_and_in_order() {
     // Under the default caps a study this size is a single group, not one per batch.
     let one = dir.path().join("one.parquet");
     assert_eq!(export(ExportFormat::Parquet, &one, &s, &recs).rows, 20_000);
-    assert_eq!(read(&one), [expected.clone()]);
+    assert_eq!(read(&one), std::slice::from_ref(&expected));
 
     // A small cap makes several groups, each spilled and spliced back, losing nothing.
     let many = dir.path().join("many.parquet");
