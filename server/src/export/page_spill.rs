@@ -75,7 +75,6 @@ impl Spill {
 }
 
 /// Hands each column chunk a [`SpillStore`] over one shared temp file.
-#[derive(Clone)]
 pub(crate) struct SpillFactory {
     spill: Arc<Mutex<Spill>>,
 }

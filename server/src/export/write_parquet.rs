@@ -41,7 +41,7 @@ const GROUP_ROWS: usize = 1 << 20;
 /// Encoded bytes per row group at most: the size data tools conventionally read. The group is
 /// spilled, not held, so this bounds disk, not memory; parquet-rs keeps ~1.9 KB of metadata
 /// per written column chunk until the footer, so fewer, larger groups keep that small.
-pub(crate) const GROUP_BYTES: usize = 128 << 20;
+const GROUP_BYTES: usize = 128 << 20;
 
 /// Rows per data page.
 const PAGE_ROWS: usize = 8192;
