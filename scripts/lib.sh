@@ -4,14 +4,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PATH="$HOME/.cargo/bin:$PATH"
-CARGO_LEPTOS_VERSION="0.3.4"
 
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
-
-# The wasm-bindgen CLI must equal the wasm-bindgen crate in Cargo.lock.
-wasm_bindgen_lock_version() {
-  awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock"
-}
 
 apt_install() {
   if [ -z "${APT_UPDATED:-}" ]; then
@@ -21,21 +15,33 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
 }
 
+# Only the wasm target: the browser bundle is built by the workspace's own xtask
+# (scripts/xtask, the wasm-bindgen library at the Cargo.lock version), so neither
+# cargo-leptos nor the wasm-bindgen CLI is compiled on the way to the first page.
 ensure_rust_tools() {
   if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
     log "adding the wasm32 target"
     rustup target add wasm32-unknown-unknown
   fi
-  if ! cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
-    log "installing cargo-leptos $CARGO_LEPTOS_VERSION (once; about 13 minutes on 2 cores)"
-    cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
+}
+
+# binaryen's wasm-opt for release bundles, from npm (Debian's 108 breaks hydration).
+BINARYEN_VERSION="132.0.0"
+ensure_wasm_opt() {
+  local tools="$ROOT/.tools"
+  if [ -x "$tools/node_modules/.bin/wasm-opt" ]; then
+    return
   fi
-  local want
-  want="$(wasm_bindgen_lock_version)"
-  if ! wasm-bindgen --version 2>/dev/null | grep -q " $want\$"; then
-    log "installing wasm-bindgen-cli $want (matches Cargo.lock)"
-    # Not --locked: its lock file names a webpki-roots version the registry here does not serve.
-    cargo install wasm-bindgen-cli --version "$want" --force
+  ensure_node
+  log "installing wasm-opt (binaryen $BINARYEN_VERSION from npm) into .tools/"
+  mkdir -p "$tools"
+  (cd "$tools" && npm install --no-audit --no-fund --no-save "binaryen@$BINARYEN_VERSION" >&2)
+}
+
+ensure_node() {
+  if ! command -v npm >/dev/null; then
+    log "installing Node.js and npm"
+    apt_install nodejs npm
   fi
 }
 
@@ -47,10 +53,7 @@ ensure_chromium() {
 }
 
 ensure_node_deps() {
-  if ! command -v npm >/dev/null; then
-    log "installing Node.js and npm"
-    apt_install nodejs npm
-  fi
+  ensure_node
   if ! [ -d "$ROOT/end2end/node_modules/@playwright/test" ]; then
     log "installing Playwright (the library only; the browser is Debian's)"
     (cd "$ROOT/end2end" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund >&2)
@@ -100,8 +103,9 @@ ensure_postgres() {
   exit 1
 }
 
-# One debug build of server binary + wasm bundle, shared by every test stage.
+# One build of server binary + browser bundle (target/<profile>/trialflow and
+# target/<profile>/site/), shared by every test stage. Pass --release for an optimised one.
 build_site() {
-  log "building trialflow (server + wasm) with cargo leptos"
-  (cd "$ROOT" && cargo leptos build)
+  log "building trialflow (browser bundle + server) $*"
+  (cd "$ROOT" && cargo run -q -p xtask -- build "$@")
 }

@@ -29,6 +29,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <meta name="color-scheme" content="light"/>
+                // Named here so browsers do not ask for a /favicon.ico that does not exist.
+                <link rel="icon" type="image/svg+xml" href="/pkg/favicon.svg"/>
                 <HydrationScripts options/>
                 <MetaTags/>
             </head>

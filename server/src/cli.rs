@@ -442,7 +442,7 @@ async fn trigger(
     // No scheduler or workers here: the running server picks the run up.
     let mut config = engine_args.config(&storage.data_dir, false);
     config.workers = 0;
-    let engine = Engine::start(db, config, OperatorRegistry::with_builtin()).await?;
+    let engine = Engine::start(db.clone(), config, OperatorRegistry::with_builtin()).await?;
     let run_id = engine.trigger(pipeline, conf, "cli", Vec::new()).await?;
     println!("Run {run_id} of {pipeline} is queued.");
     if wait {
@@ -450,11 +450,29 @@ async fn trigger(
             .wait_for_run(run_id, std::time::Duration::from_secs(24 * 3600))
             .await?;
         println!("Run {run_id} ended: {state}.");
+        print_run_files(&db, run_id).await?;
         if state != app::state::RunState::Success {
             anyhow::bail!("run {run_id} ended {state}");
         }
     }
     engine.stop().await;
+    Ok(())
+}
+
+/// The files a finished run wrote, one line each: where, rows, size and SHA-256.
+async fn print_run_files(db: &Db, run_id: i64) -> anyhow::Result<()> {
+    let files = db.run_artifacts(run_id).await?;
+    if files.is_empty() {
+        return Ok(());
+    }
+    println!("Files:");
+    for f in files {
+        let rows = f
+            .rows_written
+            .map(|r| format!("{r} rows, "))
+            .unwrap_or_default();
+        println!("  {} ({rows}{} bytes, sha256 {})", f.uri, f.bytes, f.sha256);
+    }
     Ok(())
 }
 

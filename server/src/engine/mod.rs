@@ -355,6 +355,10 @@ impl Engine {
         run_id: i64,
         limit: Duration,
     ) -> Result<RunState, EngineError> {
+        // The run may execute in another process (a `serve` beside a CLI, or other workers on
+        // PostgreSQL), whose events never reach this process's bus: look at the database
+        // again at least this often.
+        const RECHECK: Duration = Duration::from_millis(500);
         let mut events = self.subscribe();
         let deadline = tokio::time::Instant::now() + limit;
         loop {
@@ -362,9 +366,13 @@ impl Engine {
             if run.state().is_terminal() {
                 return Ok(run.state());
             }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EngineError::Timeout(run_id));
+            }
+            let recheck_at = deadline.min(tokio::time::Instant::now() + RECHECK);
             loop {
-                match tokio::time::timeout_at(deadline, events.recv()).await {
-                    Err(_) => return Err(EngineError::Timeout(run_id)),
+                match tokio::time::timeout_at(recheck_at, events.recv()).await {
+                    Err(_) => break,
                     Ok(Ok(e)) if e.run_id == Some(run_id) && e.kind == "run" => break,
                     Ok(Ok(_)) => {}
                     // Missed events: look at the database again.
