@@ -82,6 +82,15 @@ pub enum Command {
         #[command(flatten)]
         engine: crate::config::EngineArgs,
     },
+    /// Ask a running server's /healthz; exits 0 when it and its database answer (container
+    /// healthchecks: the image needs no curl).
+    Healthcheck {
+        /// Default: /healthz on the loopback address of TRIALFLOW_ADDR.
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, env = "TRIALFLOW_ADDR", default_value = "127.0.0.1:3000")]
+        addr: std::net::SocketAddr,
+    },
     /// Serve the iMednet REST API simulator on its own (prints `LISTENING <port>` once bound).
     Simulate(SimulateArgs),
     /// Measure performance; prints JSON.
@@ -339,7 +348,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Flows { action } => flows(action).await,
         Command::Connections { action } => connections(action).await,
         Command::Bench { target } => bench(target).await,
+        Command::Healthcheck { url, addr } => healthcheck(url, addr).await,
     }
+}
+
+async fn healthcheck(url: Option<String>, mut addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = url.unwrap_or_else(|| format!("http://{addr}/healthz"));
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("{url} did not answer"))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    anyhow::ensure!(status.is_success(), "{url} answered {status}: {body}");
+    println!("{url}: {status} {body}");
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

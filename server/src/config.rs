@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// Demo mode: serve the iMednet simulator at /sim so exports work without an account.
     #[arg(long, env = "TRIALFLOW_DEMO", default_value_t = false)]
     pub demo: bool,
+    /// Demo mode: the URL other processes (workers elsewhere) reach this server at, for the
+    /// demo connections. Default: --addr over loopback.
+    #[arg(long, env = "TRIALFLOW_DEMO_URL")]
+    pub demo_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -51,6 +55,7 @@ impl ServeArgs {
             secure_cookies: false,
             engine: EngineArgs::default(),
             demo: false,
+            demo_url: None,
         }
     }
 

@@ -538,28 +538,47 @@ impl Connections {
         self.get(conn_id).await
     }
 
-    /// Demo mode: `imednet_default` pointing at the simulator this server mounts. A connection
-    /// someone else made is left alone; the demo's own follows the server's address.
-    pub async fn ensure_demo(&self, base_url: &str) -> Result<(), ConnectionError> {
-        let conn_id = ConnectionKind::Imednet.default_id();
-        let existing = self.load(conn_id).await?;
-        if existing
-            .as_ref()
-            .is_some_and(|c| c.updated_by != DEMO_ACTOR)
-        {
-            return Ok(());
-        }
-        let input = ConnectionInput {
-            conn_id: conn_id.into(),
+    /// Demo mode: `imednet_default` pointing at the simulator this server mounts and
+    /// `aws_default` at its demo S3 endpoint. A connection someone else made is left alone; the
+    /// demo's own follow the server's address.
+    pub async fn ensure_demo(
+        &self,
+        simulator_url: &str,
+        s3_endpoint: &str,
+    ) -> Result<(), ConnectionError> {
+        use crate::objstore::demo_server as s3;
+        let imednet = ConnectionInput {
+            conn_id: ConnectionKind::Imednet.default_id().into(),
             kind: ConnectionKind::Imednet.as_str().into(),
-            create: existing.is_none(),
             description: "Demo: the built-in iMednet simulator".into(),
-            base_url: Some(base_url.into()),
+            base_url: Some(simulator_url.into()),
             api_key: Some(crate::imednet::DEMO_API_KEY.into()),
             security_key: Some(crate::imednet::DEMO_SECURITY_KEY.into()),
             ..ConnectionInput::default()
         };
-        self.save(&input, DEMO_ACTOR).await?;
+        let aws = ConnectionInput {
+            conn_id: ConnectionKind::Aws.default_id().into(),
+            kind: ConnectionKind::Aws.as_str().into(),
+            description:
+                "Demo: the built-in S3-compatible endpoint (files under <data dir>/demo-s3)".into(),
+            access_key_id: Some(s3::DEMO_ACCESS_KEY_ID.into()),
+            secret_access_key: Some(s3::DEMO_SECRET_ACCESS_KEY.into()),
+            endpoint_url: Some(s3_endpoint.into()),
+            path_style: Some("true".into()),
+            bucket: Some(s3::DEMO_BUCKET.into()),
+            ..ConnectionInput::default()
+        };
+        for mut input in [imednet, aws] {
+            let existing = self.load(&input.conn_id).await?;
+            if existing
+                .as_ref()
+                .is_some_and(|c| c.updated_by != DEMO_ACTOR)
+            {
+                continue;
+            }
+            input.create = existing.is_none();
+            self.save(&input, DEMO_ACTOR).await?;
+        }
         Ok(())
     }
 

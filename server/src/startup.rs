@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 
 /// Where demo mode serves the iMednet simulator; a connection's base URL is `http://<addr>/sim`.
 pub const DEMO_SIMULATOR_PATH: &str = "/sim";
+/// Where demo mode serves its S3-compatible endpoint (buckets under `<data dir>/demo-s3`).
+pub const DEMO_S3_PATH: &str = "/s3";
 
 pub struct Application {
     listener: TcpListener,
@@ -86,23 +88,34 @@ impl Application {
             engine.clone(),
         );
         if args.demo {
-            // Outside the session and sign-in layers: it checks iMednet's own API keys.
+            // Outside the session and sign-in layers: they check their own API keys.
             let sim = crate::imednet::SimState::new(crate::imednet::SimConfig::default());
+            let demo_s3 =
+                crate::objstore::demo_server::router(&args.storage.data_dir.join("demo-s3"))
+                    .await
+                    .context("creating the demo S3 folder")?;
             router = axum::Router::new()
                 .nest(DEMO_SIMULATOR_PATH, crate::imednet::router(sim))
+                .nest(DEMO_S3_PATH, demo_s3)
                 .merge(router);
-            // The engine calls the simulator over loopback even when serving on 0.0.0.0.
-            let mut sim_addr = local;
-            if sim_addr.ip().is_unspecified() {
-                sim_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            // Tasks call both over loopback (even when serving on 0.0.0.0) unless workers
+            // elsewhere need another address.
+            let mut loopback = local;
+            if loopback.ip().is_unspecified() {
+                loopback.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
-            let base_url = format!("http://{sim_addr}{DEMO_SIMULATOR_PATH}");
+            let server_url = args.demo_url.as_deref().map_or_else(
+                || format!("http://{loopback}"),
+                |u| u.trim_end_matches('/').to_owned(),
+            );
+            let base_url = format!("{server_url}{DEMO_SIMULATOR_PATH}");
+            let s3_endpoint = format!("{server_url}{DEMO_S3_PATH}/");
             engine
                 .connections()
-                .ensure_demo(&base_url)
+                .ensure_demo(&base_url, &s3_endpoint)
                 .await
-                .context("creating the demo connection")?;
-            tracing::info!(%base_url, "demo iMednet simulator mounted; connection imednet_default points at it");
+                .context("creating the demo connections")?;
+            tracing::info!(%base_url, %s3_endpoint, "demo mode: imednet_default points at the simulator, aws_default at the demo S3 endpoint");
             crate::flows::registry::install_examples(&engine, "demo")
                 .await
                 .context("registering the example flows")?;

@@ -280,7 +280,10 @@ async fn exports_and_endpoint_dumps_reach_s3() {
     let app = demo_app_with(Backend::Sqlite, &[("to_s3.yaml", TO_S3)]).await;
     app.engine
         .connections()
-        .save(&moto.connection(Some("trial-exports")), "test")
+        .save(
+            &moto.replacing_demo_connection(Some("trial-exports")),
+            "test",
+        )
         .await
         .unwrap();
     let (run, state) = run_to_end(&app, "to_s3", json!({})).await;

@@ -615,11 +615,12 @@ async fn the_shipped_example_exports_summarises_and_publishes_with_the_mapped_to
     use crate::s3::Moto;
     let moto = Moto::start();
     moto.store().create_bucket("nightly").await.expect("bucket");
-    // Demo mode registers the example flows and points imednet_default at the simulator.
+    // Demo mode registers the example flows and points imednet_default at the simulator
+    // (and aws_default at its own S3 endpoint: here moto takes its place).
     let app = crate::helpers::spawn_demo_app().await;
     app.engine
         .connections()
-        .save(&moto.connection(Some("nightly")), "test")
+        .save(&moto.replacing_demo_connection(Some("nightly")), "test")
         .await
         .expect("aws connection");
     let results = rr(

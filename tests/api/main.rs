@@ -5,6 +5,7 @@ mod auth;
 mod connections;
 mod console;
 mod crash;
+mod demo_s3;
 mod engine;
 mod exports;
 mod flows;

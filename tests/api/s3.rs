@@ -64,6 +64,15 @@ impl Moto {
         }
     }
 
+    /// In demo mode (where `aws_default` exists, pointing at the demo endpoint): an edit of it
+    /// that points it at this server instead.
+    pub fn replacing_demo_connection(&self, bucket: Option<&str>) -> app::model::ConnectionInput {
+        app::model::ConnectionInput {
+            create: false,
+            ..self.connection(bucket)
+        }
+    }
+
     /// An `aws_default` connection to this server, with `bucket` as its default when given.
     pub fn connection(&self, bucket: Option<&str>) -> app::model::ConnectionInput {
         app::model::ConnectionInput {

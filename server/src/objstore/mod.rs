@@ -5,6 +5,8 @@
 //! through smithy's hyper 1 client with rustls/ring, which serves both `https://` (AWS) and plain
 //! `http://` custom endpoints.
 
+pub mod demo_server;
+
 use crate::secrets::{SecretString, redact_text};
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
@@ -148,6 +150,22 @@ pub fn content_type_for(path: &Path) -> &'static str {
     }
 }
 
+/// The SDK appends the bucket to an endpoint's path as it is, so a server under a path prefix
+/// (`http://host/s3`) needs the trailing slash to get `/s3/bucket` rather than `/s3bucket`.
+fn endpoint_with_base_path(endpoint: &str) -> String {
+    let after_scheme = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest);
+    let has_path = after_scheme
+        .find('/')
+        .is_some_and(|i| i + 1 < after_scheme.len());
+    if has_path && !endpoint.ends_with('/') {
+        format!("{endpoint}/")
+    } else {
+        endpoint.to_owned()
+    }
+}
+
 /// An S3 client bound to one connection.
 #[derive(Clone)]
 pub struct S3Store {
@@ -212,7 +230,7 @@ impl S3Store {
             // S3-compatible servers often reject the newer default CRC checksums/aws-chunked
             // uploads; send checksums only where the API requires them.
             builder = builder
-                .endpoint_url(endpoint)
+                .endpoint_url(endpoint_with_base_path(endpoint))
                 .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
                 .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         }
@@ -566,6 +584,18 @@ fn clean_etag(etag: Option<&str>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_under_a_path_keep_it_before_the_bucket() {
+        for (given, used) in [
+            ("http://127.0.0.1:9000", "http://127.0.0.1:9000"),
+            ("http://127.0.0.1:9000/", "http://127.0.0.1:9000/"),
+            ("http://127.0.0.1:3000/s3", "http://127.0.0.1:3000/s3/"),
+            ("https://gw.example.org/a/b/", "https://gw.example.org/a/b/"),
+        ] {
+            assert_eq!(endpoint_with_base_path(given), used);
+        }
+    }
 
     #[test]
     fn parse_s3_urls() {
