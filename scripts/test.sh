@@ -24,6 +24,9 @@ cargo test --workspace
 log "the real iMednet Python SDK against the simulator"
 .venv/bin/python -m pytest -q tests/sdk
 
+log "every README command against a fresh data directory (SQLite and PostgreSQL); the container files"
+.venv/bin/python -m pytest -q tests/deploy
+
 log "end-to-end tests in Chromium"
 E2E_DATA="$ROOT/target/e2e-data"
 rm -rf "$E2E_DATA"

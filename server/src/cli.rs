@@ -100,6 +100,21 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether this command may run tasks, servers or child processes (not a one-shot query).
+    pub fn runs_tasks(&self) -> bool {
+        matches!(
+            self,
+            Command::Serve(_)
+                | Command::Trigger { .. }
+                | Command::Flows { .. }
+                | Command::Worker { .. }
+                | Command::Simulate(_)
+                | Command::Bench { .. }
+        )
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ConnectionsCommand {
     /// List connections with their settings and which secrets are configured.
@@ -524,13 +539,17 @@ async fn runs(
         ..Default::default()
     };
     println!(
-        "{:>6}  {:<32} {:<9} {:<8} queued at (ms)",
+        "{:>6}  {:<32} {:<9} {:<8} queued at (UTC)",
         "run", "pipeline", "state", "trigger"
     );
     for r in db.list_runs(&filter).await? {
+        let queued = chrono::DateTime::from_timestamp_millis(r.queued_at).map_or_else(
+            || r.queued_at.to_string(),
+            |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+        );
         println!(
-            "{:>6}  {:<32} {:<9} {:<8} {}",
-            r.id, r.pipeline_id, r.state, r.run_trigger, r.queued_at
+            "{:>6}  {:<32} {:<9} {:<8} {queued}",
+            r.id, r.pipeline_id, r.state, r.run_trigger
         );
     }
     Ok(())

@@ -15,6 +15,9 @@ fn main() -> std::process::ExitCode {
     };
     runtime.block_on(async {
         let cli = trialflow::cli::Cli::parse();
+        if !cli.command.runs_tasks() {
+            die_quietly_on_closed_pipe();
+        }
         trialflow::telemetry::init();
         match trialflow::cli::run(cli).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
@@ -39,5 +42,16 @@ fn tune_malloc() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
         libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
+}
+
+/// Rust ignores SIGPIPE, so `trialflow runs | head` would panic on the next line printed.
+/// Restoring the default ends the process quietly instead, as shell tools do. Only for
+/// commands that run no tasks: a task's child process closing its stdin must not kill us.
+fn die_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: resets one signal disposition; no other code is using signals yet.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
