@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 mod console;
 mod flows;
+pub mod shown;
 
 pub struct ServerBackend {
     pub db: Db,

@@ -477,6 +477,25 @@ async fn a_user_triggers_the_reference_pipeline_and_downloads_a_study_over_http(
         .unwrap();
     let link = format!("/artifacts/{}/download", demo.id);
     assert!(html.contains(&link));
+    // Files are named relative to the export root: a viewer never learns server paths.
+    let server_dir = std::path::absolute(&app.data_dir).unwrap();
+    let server_dir = server_dir.to_str().unwrap();
+    assert!(
+        !html.contains(server_dir),
+        "the run page names {server_dir}"
+    );
+    let instance = viewer
+        .get(app.url(&format!("/runs/{run}/instances/{}", demo.task_instance_id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(instance.status(), 200);
+    let instance_html = instance.text().await.unwrap();
+    assert!(instance_html.contains(&format!("reference/run-{run}/DEMO.csv")));
+    assert!(
+        !instance_html.contains(server_dir),
+        "the instance page names {server_dir}"
+    );
 
     let file = viewer.get(app.url(&link)).send().await.unwrap();
     assert_eq!(file.status(), 200);

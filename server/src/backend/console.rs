@@ -1,6 +1,8 @@
 //! The console's side of the port: pipelines, runs, instances, actions, pools, audit log.
-//! Everything shown passes through `KnownSecrets` first; every change is audited.
+//! Everything shown passes through `Shown` first (secrets masked, server paths relative);
+//! every change is audited.
 use super::ServerBackend;
+use super::shown::Shown;
 use crate::engine::ClearRequest;
 use crate::engine::params::ParamType;
 use crate::engine::spec::Pipeline;
@@ -125,8 +127,13 @@ fn non_blank(v: &Option<String>) -> Option<&str> {
 }
 
 impl ServerBackend {
+    /// How stored text is shown: secrets masked, server directories made relative.
+    fn shown(&self) -> Shown {
+        Shown::for_engine(&self.engine)
+    }
+
     fn instance_summary(&self, ti: &TiRow) -> InstanceSummary {
-        let secrets = self.connections.known_secrets();
+        let secrets = self.shown();
         let output: Option<Value> = ti
             .output
             .as_deref()
@@ -150,17 +157,17 @@ impl ServerBackend {
             bytes: field("bytes").and_then(Value::as_i64),
             path: field("path")
                 .and_then(Value::as_str)
-                .map(|p| secrets.redact_text(p)),
-            summary: secrets.redact_text(&summarize(ti.output.as_deref(), ti.error.as_deref())),
+                .map(|p| secrets.text(p)),
+            summary: secrets.text(&summarize(ti.output.as_deref(), ti.error.as_deref())),
         }
     }
 
     fn pretty_redacted(&self, json_text: Option<&str>) -> Option<String> {
-        let secrets = self.connections.known_secrets();
+        let secrets = self.shown();
         json_text.map(|text| match serde_json::from_str::<Value>(text) {
-            Ok(v) => serde_json::to_string_pretty(&secrets.redact_json(&v))
-                .unwrap_or_else(|_| secrets.redact_text(text)),
-            Err(_) => secrets.redact_text(text),
+            Ok(v) => serde_json::to_string_pretty(&secrets.json(&v))
+                .unwrap_or_else(|_| secrets.text(text)),
+            Err(_) => secrets.text(text),
         })
     }
 
@@ -435,13 +442,14 @@ impl Console for ServerBackend {
         }
         let all_artifacts = self.db.run_artifacts(run_id).await?;
         let artifact_count = all_artifacts.len();
+        let shown = self.shown();
         let artifacts = all_artifacts
             .into_iter()
             .take(ARTIFACTS_SHOWN)
             .map(|a| ArtifactInfo {
                 downloadable: !a.uri.starts_with("s3://"),
                 id: a.id,
-                uri: a.uri,
+                uri: shown.text(&a.uri),
                 bytes: a.bytes,
                 sha256: a.sha256,
                 rows: a.rows_written,
@@ -468,8 +476,7 @@ impl Console for ServerBackend {
                     .and_then(|i| serde_json::from_str(i).ok())
                     .unwrap_or(Value::Null);
                 let pretty = |v: &Value| {
-                    serde_json::to_string_pretty(&self.connections.known_secrets().redact_json(v))
-                        .unwrap_or_default()
+                    serde_json::to_string_pretty(&self.shown().json(v)).unwrap_or_default()
                 };
                 children.push(ChildRun {
                     task_id: task_id.clone(),
@@ -488,20 +495,17 @@ impl Console for ServerBackend {
                         pretty(&output["parameters"])
                     },
                     references: pretty(&input["parameters"]),
-                    error: ti
-                        .error
-                        .as_deref()
-                        .map(|e| self.connections.known_secrets().redact_text(e)),
+                    error: ti.error.as_deref().map(|e| self.shown().text(e)),
                 });
             }
         }
-        let secrets = self.connections.known_secrets();
+        let secrets = self.shown();
         Ok(RunDetail {
             children,
             id: run.id,
             pipeline_id: run.pipeline_id,
             state: run.state,
-            conf: secrets.redact_text(&run.conf),
+            conf: secrets.text(&run.conf),
             run_trigger: run.run_trigger,
             triggered_by: run.triggered_by,
             queued_at: run.queued_at,
@@ -576,7 +580,7 @@ impl Console for ServerBackend {
             .await?
             .ok_or_else(|| AppError::NotFound(format!("Instance {ti_id}")))?;
         let run = self.run_row(ti.run_id).await?;
-        let secrets = self.connections.known_secrets();
+        let secrets = self.shown();
         let mut attempts = Vec::new();
         for a in self.db.attempts(ti_id).await? {
             let log = self.db.task_log(a.id, 0, LOG_LINES_SHOWN + 1).await?;
@@ -588,7 +592,7 @@ impl Console for ServerBackend {
                 state: a.state,
                 started_at: a.started_at,
                 ended_at: a.ended_at,
-                error: a.error.map(|e| secrets.redact_text(&e)),
+                error: a.error.map(|e| secrets.text(&e)),
                 log: log
                     .into_iter()
                     .take(LOG_LINES_SHOWN as usize)
@@ -596,7 +600,7 @@ impl Console for ServerBackend {
                         id: l.id,
                         at: l.at,
                         stream: l.stream,
-                        line: secrets.redact_text(&l.line),
+                        line: secrets.text(&l.line),
                     })
                     .collect(),
                 log_more,
@@ -608,7 +612,7 @@ impl Console for ServerBackend {
             run_state: run.state,
             input: self.pretty_redacted(ti.input.as_deref()),
             output: self.pretty_redacted(ti.output.as_deref()),
-            error: ti.error.map(|e| secrets.redact_text(&e)),
+            error: ti.error.map(|e| secrets.text(&e)),
             queued_at: ti.queued_at,
             next_attempt_at: ti.next_attempt_at,
             attempts,
@@ -630,7 +634,7 @@ impl Console for ServerBackend {
             actor,
             "run.trigger",
             format!("{pipeline_id} run {run_id}"),
-            self.connections.known_secrets().redact_json(&detail),
+            self.shown().json(&detail),
         )
         .await?;
         Ok(run_id)
@@ -1007,7 +1011,7 @@ impl Console for ServerBackend {
             .await?;
         let has_next = entries.len() as i64 > AUDIT_PAGE;
         entries.truncate(AUDIT_PAGE as usize);
-        let secrets = self.connections.known_secrets();
+        let secrets = self.shown();
         Ok(AuditPage {
             entries: entries
                 .into_iter()
@@ -1017,7 +1021,7 @@ impl Console for ServerBackend {
                     actor: e.actor,
                     action: e.action,
                     target: e.target,
-                    detail: secrets.redact_text(&e.detail),
+                    detail: secrets.text(&e.detail),
                 })
                 .collect(),
             page,

@@ -327,7 +327,7 @@ pub async fn log_events(
                 .await
                 .unwrap_or_default();
             if !lines.is_empty() {
-                let secrets = state.engine.connections().known_secrets();
+                let shown = crate::backend::shown::Shown::for_engine(&state.engine);
                 cursor = lines.last().map(|l| l.id).unwrap_or(cursor);
                 let events: Vec<Event> = lines
                     .into_iter()
@@ -336,7 +336,7 @@ pub async fn log_events(
                             id: l.id,
                             at: l.at,
                             stream: l.stream,
-                            line: secrets.redact_text(&l.line),
+                            line: shown.text(&l.line),
                         };
                         Event::default()
                             .id(l.id.to_string())
