@@ -151,3 +151,73 @@ test('the run list filters by state and the console reads well on a phone', asyn
   await expect(page.getByLabel('State')).toBeFocused();
   await snap(page, testInfo, 'phone-runs');
 });
+
+/** Controls that leave their table's visible box, or overlap a neighbour in the same cell. */
+async function layoutProblems(page: Page): Promise<string[]> {
+  return page.evaluate(() => {
+    const problems: string[] = [];
+    const label = (el: Element) => `${el.tagName.toLowerCase()} "${(el.textContent ?? '').trim().slice(0, 40)}"`;
+    for (const wrap of Array.from(document.querySelectorAll('.table-wrap'))) {
+      const box = wrap.getBoundingClientRect();
+      const table = wrap.querySelector('table');
+      if (table && table.scrollWidth > wrap.clientWidth + 1) {
+        problems.push(`table ${table.dataset.testid ?? ''} is ${table.scrollWidth}px wide in a ${wrap.clientWidth}px frame`);
+      }
+      const controls = Array.from(wrap.querySelectorAll('a, button, input, select'))
+        // Visible ones only: not inside a closed <details> (its summary excepted) or sr-only text.
+        .filter((el) => el.checkVisibility() && !el.closest('.sr-only'))
+        .filter((el) => !el.closest('details:not([open])') || el.closest('summary'));
+      for (const el of controls) {
+        const r = el.getBoundingClientRect();
+        if (r.right > box.right + 0.5 || r.left < box.left - 0.5) {
+          problems.push(`${label(el)} runs off its table (${Math.round(r.right)} > ${Math.round(box.right)})`);
+        }
+      }
+      for (const cell of Array.from(wrap.querySelectorAll('td, th'))) {
+        const inCell = controls.filter((el) => cell.contains(el)).map((el) => [el, el.getBoundingClientRect()] as const);
+        for (let i = 0; i < inCell.length; i++) {
+          for (let j = i + 1; j < inCell.length; j++) {
+            const [a, ra] = inCell[i];
+            const [b, rb] = inCell[j];
+            if (a.contains(b) || b.contains(a)) continue;
+            const overlap = ra.left < rb.right - 0.5 && rb.left < ra.right - 0.5 && ra.top < rb.bottom - 0.5 && rb.top < ra.bottom - 0.5;
+            if (overlap) problems.push(`${label(a)} overlaps ${label(b)}`);
+          }
+        }
+      }
+      for (const when of Array.from(wrap.querySelectorAll('time'))) {
+        const lines = when.getClientRects().length;
+        const height = when.getBoundingClientRect().height;
+        const lineHeight = parseFloat(getComputedStyle(when).lineHeight) || 20;
+        if (lines > 1 || height > lineHeight * 1.5) problems.push(`time "${when.textContent}" wraps`);
+      }
+    }
+    return problems;
+  });
+}
+
+test('at 1280 and 1920 px no control leaves its table, times stay on one line and no request fails', async ({ page }, testInfo) => {
+  test.skip(!isHydrated(testInfo), 'layout is the same without JavaScript; checked once');
+  const failures: string[] = [];
+  page.on('response', (r) => { if (r.status() >= 400) failures.push(`${r.status()} ${r.url()}`); });
+  page.on('requestfailed', (r) => {
+    // An event stream cut by navigating away is not a failure.
+    if (!r.url().includes('/events/')) failures.push(`${r.failure()?.errorText} ${r.url()}`);
+  });
+  await signIn(page, ADMIN);
+  const runUrl = await triggerReference(page, true);
+  await waitForRunState(page, true, 'success');
+  const pages = [runUrl, '/', '/pipelines', `/pipelines/${REFERENCE}`, '/runs', '/pools', '/connections', '/flows', '/audit', '/users'];
+  for (const width of [1280, 1920]) {
+    await page.setViewportSize({ width, height: 900 });
+    for (const url of pages) {
+      await page.goto(url);
+      await waitForHydration(page, testInfo);
+      expect(await layoutProblems(page), `${url} at ${width}px`).toEqual([]);
+    }
+    await page.goto(runUrl);
+    await waitForHydration(page, testInfo);
+    await snap(page, testInfo, `run-page-${width}`);
+  }
+  expect(failures).toEqual([]);
+});

@@ -1,3 +1,18 @@
+use leptos::prelude::*;
+
+/// A moment in a table or list: `<time>` (kept on one line by the stylesheet) with the exact
+/// instant in `datetime` and as a tooltip.
+pub fn when(ms: i64) -> impl IntoView {
+    let exact = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    view! { <time datetime=exact.clone() title=exact>{format_utc(ms)}</time> }
+}
+
 /// Formats milliseconds since the Unix epoch as `YYYY-MM-DD HH:MM UTC`.
 pub fn format_utc(ms: i64) -> String {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");

@@ -1,7 +1,7 @@
 //! The audit log (admins): every change a signed-in user made, newest first.
 use crate::api::audit::audit_log;
 use crate::components::notice::ErrorNotice;
-use crate::components::time::format_utc;
+use crate::components::time::when;
 use crate::components::widgets::{link, pager};
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -52,7 +52,7 @@ pub fn AuditPage() -> impl IntoView {
                     let shown = page.entries.len();
                     let rows = page.entries.into_iter().map(|e| view! {
                         <tr data-action=e.action.clone()>
-                            <td>{format_utc(e.at)}</td>
+                            <td>{when(e.at)}</td>
                             <td>{e.actor}</td>
                             <td><code>{e.action.clone()}</code></td>
                             <td>{e.target}</td>

@@ -2,7 +2,7 @@
 //! the page only ever knows whether a secret is configured and where it comes from.
 use crate::api::connections::{DeleteConnection, SaveConnection, TestConnection, list_connections};
 use crate::components::notice::{ErrorNotice, action_outcome};
-use crate::components::time::format_utc;
+use crate::components::time::when;
 use crate::model::{ConnectionInfo, ConnectionKind, ConnectionTest};
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -100,7 +100,6 @@ fn ConnectionTable(
                             };
                             view! { <span class=class>{text}</span>" " }
                         }).collect_view();
-                        let updated = format!("{} · {}", format_utc(c.updated_at), c.updated_by);
                         view! {
                             <tr data-conn=row_id>
                                 <td>
@@ -110,8 +109,8 @@ fn ConnectionTable(
                                 <td>{c.kind.as_str()}</td>
                                 <td>{if endpoint.is_empty() { "(default)".to_string() } else { endpoint }}</td>
                                 <td>{badges}</td>
-                                <td>{updated}</td>
-                                <td class="actions">
+                                <td>{when(c.updated_at)} " · " {c.updated_by.clone()}</td>
+                                <td><div class="row-actions">
                                     <ActionForm action=test attr:class="inline">
                                         <input type="hidden" name="conn_id" value=test_id/>
                                         <button type="submit" class="btn subtle">"Test"</button>
@@ -126,7 +125,7 @@ fn ConnectionTable(
                                             </button>
                                         </ActionForm>
                                     </details>
-                                </td>
+                                </div></td>
                             </tr>
                         }
                     }).collect_view()}

@@ -2,7 +2,7 @@
 //! health. Refreshed live from the dashboard event stream (at most once a second).
 use crate::api::system::dashboard;
 use crate::components::notice::ErrorNotice;
-use crate::components::time::format_utc;
+use crate::components::time::when;
 use crate::live::subscribe;
 use crate::model::DashboardInfo;
 use crate::pages::runs::runs_table;
@@ -79,7 +79,7 @@ fn dashboard_view(d: DashboardInfo) -> impl IntoView {
                     <td><span class=class>{text}</span></td>
                     <td>{w.host.clone()}</td>
                     <td>{w.concurrency}</td>
-                    <td>{format_utc(w.heartbeat_at)}</td>
+                    <td>{when(w.heartbeat_at)}</td>
                 </tr>
             }
         })

@@ -4,7 +4,7 @@
 use crate::api::flows::{RegisterFlow, ValidateFlow, get_flow, list_flows};
 use crate::components::layout::current_role;
 use crate::components::notice::{ErrorNotice, action_outcome};
-use crate::components::time::format_utc;
+use crate::components::time::{format_utc, when};
 use crate::error::AppError;
 use crate::model::{ChildInfo, FlowDetail, FlowInfo, FlowRegistered, Role};
 use leptos::prelude::*;
@@ -75,7 +75,7 @@ fn flows_table(list: Vec<FlowInfo>) -> impl IntoView {
                     <td>{format!("v{}", f.version)}</td>
                     <td>{if f.kind == "composition" { "flow of flows" } else { "pipeline" }}</td>
                     <td>{format!("#{}", f.flow_id)}</td>
-                    <td>{f.created_by.clone()} " · " {format_utc(f.created_at)}</td>
+                    <td>{f.created_by.clone()} " · " {when(f.created_at)}</td>
                 </tr>
             }
         })

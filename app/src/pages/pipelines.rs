@@ -3,7 +3,7 @@
 use crate::api::runs::{TriggerForm, get_pipeline, list_pipelines};
 use crate::components::layout::current_role;
 use crate::components::notice::ErrorNotice;
-use crate::components::time::format_utc;
+use crate::components::time::{format_utc, when};
 use crate::components::widgets::state_badge;
 use crate::error::AppError;
 use crate::model::{ParamInfo, PipelineDetail, PipelineSummary, Role, TaskNode};
@@ -41,7 +41,7 @@ fn pipelines_table(list: Vec<PipelineSummary>) -> impl IntoView {
                     <td>{p.last_run.clone().map(|(id, state)| view! {
                         <a href=format!("/runs/{id}")>{format!("#{id}")}</a> " " {state_badge(&state)}
                     })}</td>
-                    <td>{p.next_run_at.map(format_utc)}</td>
+                    <td>{p.next_run_at.map(when)}</td>
                     <td>{p.tasks}</td>
                 </tr>
             }

@@ -4,7 +4,7 @@
 use crate::api::runs::{RetriggerRun, RunAction, get_instance, get_run, list_instances, list_runs};
 use crate::components::layout::current_role;
 use crate::components::notice::ErrorNotice;
-use crate::components::time::format_utc;
+use crate::components::time::{format_utc, when};
 use crate::components::widgets::{
     ConfirmSubmit, format_duration, link, pager, progress_bar, state_badge,
 };
@@ -39,7 +39,7 @@ pub fn run_row(run: RunListItem) -> impl IntoView {
             <td><a href=format!("/pipelines/{}", run.pipeline_id)>{run.pipeline_id.clone()}</a></td>
             <td>{state_badge(&run.state)}</td>
             <td class="progress-cell">{progress_bar(&counts, run.total, run.done)}</td>
-            <td>{format_utc(run.queued_at)}</td>
+            <td>{when(run.queued_at)}</td>
             <td>{duration}</td>
             <td>{run.triggered_by.clone()} <span class="muted">{format!(" ({})", run.run_trigger)}</span></td>
         </tr>
@@ -318,7 +318,7 @@ fn RunHeader(
             " " <span data-testid="run-state">{state_badge(&run.state)}</span>
         </h1>
         <p class="muted">
-            "Triggered by " {run.triggered_by.clone()} " (" {run.run_trigger.clone()} ") at " {format_utc(run.queued_at)}
+            "Triggered by " {run.triggered_by.clone()} " (" {run.run_trigger.clone()} ") at " {when(run.queued_at)}
             {run.ended_at.map(|t| format!(" · ended {}", format_utc(t)))}
             {took}
             {move || live.get().then_some(" · live")}
@@ -376,16 +376,16 @@ fn TaskRow(run_id: i64, task: TaskProgress, act: ServerAction<RunAction>) -> imp
             <td class="counts">{counts}</td>
             <td class="progress-cell">{progress_bar(&task.counts, task.total, task.done)}</td>
             <td>{single.as_ref().map(|s| format!("{}/{}", s.try_number, s.max_tries))}</td>
-            <td>{single.as_ref().and_then(|s| s.started_at).map(format_utc)}</td>
+            <td>{single.as_ref().and_then(|s| s.started_at).map(when)}</td>
             <td>{single.as_ref().and_then(|s| s.duration_ms).map(format_duration)}</td>
-            <td>
+            <td><div class="row-actions">
                 {single.as_ref().map(|s| view! { <a href=format!("/runs/{run_id}/instances/{}", s.id)>"Log"</a> })}
                 <Show when=move || may.get()>
                     {(failed > 0).then(|| action_form(act, run_id, "clear_failed", (Some(task_id.clone()), None), ask("Clear failed", format!("Run {failed} failed instance(s) of {task_id} again?"), false)))}
                     {action_form(act, run_id, "clear_downstream", (Some(task_id.clone()), None),
                         ask("Clear with downstream", format!("Run {task_id} and everything after it again?"), false))}
                 </Show>
-            </td>
+            </div></td>
         </tr>
     }
 }
@@ -521,18 +521,18 @@ fn instance_row(
             <td>{ti.task_id.clone()}</td>
             <td>{state_badge(&ti.state)}</td>
             <td>{format!("{}/{}", ti.try_number, ti.max_tries)}</td>
-            <td>{ti.started_at.map(format_utc)}</td>
+            <td>{ti.started_at.map(when)}</td>
             <td>{ti.duration_ms.map(format_duration)}</td>
-            <td class="output">{output}</td>
+            <td class="output"><span class="clip" title=output.clone()>{output.clone()}</span></td>
             <Show when=move || may.get()>
-                <td class="row-actions">
+                <td><div class="row-actions">
                     {action_form(act, run_id, "clear_instance", (None, Some(ti_id)),
                         ask("Clear", format!("Run {label} again?"), false))}
                     {action_form(act, run_id, "mark_success", (None, Some(ti_id)),
                         ask("Mark success", format!("Mark {label} successful?"), false))}
                     {action_form(act, run_id, "mark_failed", (None, Some(ti_id)),
                         ask("Mark failed", format!("Mark {label} failed?"), true))}
-                </td>
+                </div></td>
             </Show>
         </tr>
     }
@@ -683,7 +683,7 @@ fn InstanceView(detail: InstanceDetail, version: RwSignal<u64>) -> impl IntoView
                 <section class="card attempt" data-attempt=a.id>
                     <h3>"Try " {a.try_number} " " {state_badge(&a.state)}</h3>
                     <p class="muted">
-                        "On " {a.worker.clone()} " · started " {format_utc(a.started_at)}
+                        "On " {a.worker.clone()} " · started " {when(a.started_at)}
                         {a.ended_at.map(|e| format!(" · took {}", format_duration(e - a.started_at)))}
                     </p>
                     {a.error.map(|e| view! { <p class="notice error">{e}</p> })}
@@ -701,10 +701,10 @@ fn InstanceView(detail: InstanceDetail, version: RwSignal<u64>) -> impl IntoView
             <dt>"Task"</dt><dd>{ti.task_id.clone()}</dd>
             <dt>"Map index"</dt><dd>{ti.map_index}</dd>
             <dt>"Try"</dt><dd>{format!("{} of {}", ti.try_number, ti.max_tries)}</dd>
-            <dt>"Queued"</dt><dd>{detail.queued_at.map(format_utc)}</dd>
-            <dt>"Started"</dt><dd>{ti.started_at.map(format_utc)}</dd>
+            <dt>"Queued"</dt><dd>{detail.queued_at.map(when)}</dd>
+            <dt>"Started"</dt><dd>{ti.started_at.map(when)}</dd>
             <dt>"Duration"</dt><dd>{ti.duration_ms.map(format_duration)}</dd>
-            {detail.next_attempt_at.map(|t| view! { <dt>"Next attempt"</dt><dd>{format_utc(t)}</dd> })}
+            {detail.next_attempt_at.map(|t| view! { <dt>"Next attempt"</dt><dd>{when(t)}</dd> })}
         </dl>
         {detail.error.clone().map(|e| view! { <h2>"Error"</h2><pre class="notice error" data-testid="instance-error">{e}</pre> })}
         <h2>"Input"</h2>

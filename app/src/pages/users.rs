@@ -1,6 +1,6 @@
 use crate::api::users::{CreateUser, ResetUserPassword, SetUserDisabled, SetUserRole, list_users};
 use crate::components::notice::{ErrorNotice, action_outcome};
-use crate::components::time::format_utc;
+use crate::components::time::when;
 use crate::model::{PasswordReset, Role, UserInfo};
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -96,7 +96,7 @@ fn UserTable(
                                         </button>
                                     </ActionForm>
                                 </td>
-                                <td>{format_utc(u.created_at)}</td>
+                                <td>{when(u.created_at)}</td>
                                 <td>
                                     <ActionForm action=reset attr:class="inline">
                                         <input type="hidden" name="user_id" value=u.id/>
