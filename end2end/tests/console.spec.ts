@@ -104,6 +104,11 @@ test('14: a failing study fails its instance; "clear failed" re-runs only it; th
   const audit = page.getByTestId('audit');
   await expect(audit.locator('tr[data-action="run.clear_failed"]').first()).toContainText('admin');
   await expect(audit.locator('tr[data-action="run.trigger"]').first()).toContainText(REFERENCE);
+  await expect(page.getByTestId('audit-chain')).toHaveAttribute('data-ok', 'true');
+  await expect(page.getByTestId('audit-chain')).toContainText('Hash chain intact');
+  const exported = await page.request.get('/audit/export.json');
+  expect(exported.status()).toBe(200);
+  expect((await exported.json()).chain.broken).toBeNull();
   await snap(page, testInfo, '14-audit');
 });
 

@@ -75,6 +75,11 @@ pub enum Command {
         #[command(subcommand)]
         action: ConnectionsCommand,
     },
+    /// The audit log: verify its hash chain, export it with the chain.
+    Audit {
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
     /// Run tasks for a scheduler elsewhere (PostgreSQL only): any number of these, on any machines.
     Worker {
         #[command(flatten)]
@@ -113,6 +118,28 @@ impl Command {
                 | Command::Bench { .. }
         )
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute every entry's hash and link; exit non-zero naming the first entry that does not verify.
+    Verify {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Write every entry, oldest first, with its link and hash (JSON also carries the verification).
+    Export {
+        #[arg(long, value_enum, default_value = "json")]
+        format: crate::audit::ExportFormat,
+        /// File to write (default: standard output).
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -362,6 +389,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker { storage, engine } => worker(&storage, &engine).await,
         Command::Flows { action } => flows(action).await,
         Command::Connections { action } => connections(action).await,
+        Command::Audit { action } => audit(action).await,
         Command::Bench { target } => bench(target).await,
         Command::Healthcheck { url, addr } => healthcheck(url, addr).await,
     }
@@ -402,6 +430,56 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
 }
 
+async fn audit(action: AuditCommand) -> anyhow::Result<()> {
+    match action {
+        AuditCommand::Verify { json, storage } => {
+            let report = open(&storage).await?.verify_audit().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+            match &report.broken {
+                None => {
+                    if !json {
+                        println!(
+                            "Audit chain intact: {} entries ({} from before the chain), head {}.",
+                            report.entries, report.unchained, report.head
+                        );
+                    }
+                    Ok(())
+                }
+                Some(b) if b.id == 0 => anyhow::bail!("audit chain broken: {}", b.reason),
+                Some(b) => anyhow::bail!("audit chain broken at entry {}: {}", b.id, b.reason),
+            }
+        }
+        AuditCommand::Export {
+            format,
+            output,
+            storage,
+        } => {
+            let db = open(&storage).await?;
+            let keys = crate::secrets::KeyRing::load_or_create(&storage.data_dir)?;
+            let conns = crate::connections::Connections::new(
+                db.clone(),
+                keys,
+                crate::connections::EnvFallback::from_process(),
+            );
+            conns.learn_secrets().await?;
+            let body = crate::audit::export(&db, &conns.known_secrets(), format).await?;
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, &body)?;
+                    eprintln!("Wrote {} ({} bytes).", path.display(), body.len());
+                }
+                None => {
+                    use std::io::Write;
+                    std::io::stdout().write_all(&body)?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
 async fn connections(action: ConnectionsCommand) -> anyhow::Result<()> {
     use crate::connections::{Connections, EnvFallback};
     let storage = match &action {
@@ -412,7 +490,7 @@ async fn connections(action: ConnectionsCommand) -> anyhow::Result<()> {
     };
     let db = open(storage).await?;
     let keys = crate::secrets::KeyRing::load_or_create(&storage.data_dir)?;
-    let conns = Connections::new(db, keys, EnvFallback::from_process());
+    let conns = Connections::new(db.clone(), keys, EnvFallback::from_process());
     match action {
         ConnectionsCommand::List { .. } => {
             for c in conns.list().await? {
@@ -447,10 +525,24 @@ async fn connections(action: ConnectionsCommand) -> anyhow::Result<()> {
         }
         ConnectionsCommand::RotateKey { .. } => {
             let (key_id, count) = conns.rotate_key().await?;
+            db.audit(
+                "cli",
+                "secrets.rotate_key",
+                &key_id,
+                serde_json::json!({"reencrypted": count}),
+            )
+            .await?;
             println!("New active key {key_id}; re-encrypted {count} secret values.");
         }
         ConnectionsCommand::Reencrypt { .. } => {
             let count = conns.reencrypt_all().await?;
+            db.audit(
+                "cli",
+                "secrets.reencrypt",
+                "all",
+                serde_json::json!({"reencrypted": count}),
+            )
+            .await?;
             println!("Re-encrypted {count} secret values with the active key.");
         }
     }
@@ -488,7 +580,18 @@ async fn trigger(
     let mut config = engine_args.config(&storage.data_dir, false);
     config.workers = 0;
     let engine = Engine::start(db.clone(), config, OperatorRegistry::with_builtin()).await?;
+    let detail = engine
+        .connections()
+        .known_secrets()
+        .redact_json(&conf.clone().into());
     let run_id = engine.trigger(pipeline, conf, "cli", Vec::new()).await?;
+    db.audit(
+        "cli",
+        "run.trigger",
+        &format!("{pipeline} run {run_id}"),
+        detail,
+    )
+    .await?;
     println!("Run {run_id} of {pipeline} is queued.");
     if wait {
         let state = engine
@@ -773,6 +876,15 @@ async fn flows(action: FlowsCommand) -> anyhow::Result<()> {
             let r = registry::register(&engine, &project, &name, &source, "cli", true).await;
             engine.stop().await;
             let r = r.map_err(|e| anyhow::anyhow!("{e}"))?;
+            open(&storage)
+                .await?
+                .audit(
+                    "cli",
+                    "flow.register",
+                    &format!("{}/{} v{}", r.project, r.name, r.version),
+                    serde_json::json!({"kind": r.kind, "created": r.created, "flow_id": r.flow_id}),
+                )
+                .await?;
             let what = if r.created { "registered" } else { "unchanged" };
             println!(
                 "{}/{} version {} ({}, flow id {}) {what}",
@@ -858,6 +970,14 @@ async fn flows(action: FlowsCommand) -> anyhow::Result<()> {
                 start_after,
             };
             let engine = client_engine(&storage).await?;
+            let detail = engine
+                .connections()
+                .known_secrets()
+                .redact_json(&params.clone().into());
+            open(&storage)
+                .await?
+                .audit("cli", "run.trigger", &format!("{flow} (cli)"), detail)
+                .await?;
             let outcome = if wait || task.is_some() {
                 runner::run_and_return(
                     &engine,

@@ -319,6 +319,19 @@ pub struct AuditInfo {
     pub action: String,
     pub target: String,
     pub detail: String,
+    /// This entry's link in the hash chain (empty for entries from before the chain).
+    pub hash: String,
+}
+
+/// The audit chain as verified when the page was asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditChain {
+    pub entries: i64,
+    pub unchained: i64,
+    pub head: String,
+    /// The first entry that does not verify (0: the newest entries were removed).
+    pub broken_at: Option<i64>,
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -326,6 +339,7 @@ pub struct AuditPage {
     pub entries: Vec<AuditInfo>,
     pub page: u32,
     pub has_next: bool,
+    pub chain: AuditChain,
 }
 
 /// The actions a run page offers. Parsed on the server from the form's `action` field.

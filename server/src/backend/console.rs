@@ -11,10 +11,10 @@ use crate::store::engine::{RunFilter, RunRow, TiRow};
 use crate::store::now_ms;
 use app::error::{AppError, FieldError};
 use app::model::{
-    ArtifactInfo, AttemptInfo, AuditInfo, AuditPage, ChildRun, CurrentUser, DashboardInfo,
-    InstanceDetail, InstancePage, InstanceQuery, InstanceSummary, LogLineInfo, ParamInfo,
-    PipelineDetail, PipelineSummary, PoolInfo, RunAction, RunDetail, RunList, RunListItem,
-    RunListQuery, STATE_ORDER, TaskNode, TaskProgress, WorkerInfo,
+    ArtifactInfo, AttemptInfo, AuditChain, AuditInfo, AuditPage, ChildRun, CurrentUser,
+    DashboardInfo, InstanceDetail, InstancePage, InstanceQuery, InstanceSummary, LogLineInfo,
+    ParamInfo, PipelineDetail, PipelineSummary, PoolInfo, RunAction, RunDetail, RunList,
+    RunListItem, RunListQuery, STATE_ORDER, TaskNode, TaskProgress, WorkerInfo,
 };
 use app::model::{FlowDetail, FlowInfo, FlowRegistered};
 use app::port::{Backend, Console, FlowRunOptions};
@@ -1011,6 +1011,7 @@ impl Console for ServerBackend {
             .await?;
         let has_next = entries.len() as i64 > AUDIT_PAGE;
         entries.truncate(AUDIT_PAGE as usize);
+        let report = self.db.verify_audit().await?;
         let secrets = self.shown();
         Ok(AuditPage {
             entries: entries
@@ -1022,8 +1023,16 @@ impl Console for ServerBackend {
                     action: e.action,
                     target: e.target,
                     detail: secrets.text(&e.detail),
+                    hash: e.hash,
                 })
                 .collect(),
+            chain: AuditChain {
+                entries: report.entries,
+                unchained: report.unchained,
+                head: report.head,
+                broken_at: report.broken.as_ref().map(|b| b.id),
+                reason: report.broken.map(|b| b.reason),
+            },
             page,
             has_next,
         })

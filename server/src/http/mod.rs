@@ -1,5 +1,6 @@
 //! The HTTP surface: routes, sessions, authentication, cross-site protection and health.
 pub mod artifacts;
+pub mod audit_export;
 pub mod auth;
 pub mod bench;
 pub mod csrf;
@@ -74,6 +75,7 @@ pub fn router(
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))
         .route("/artifacts/{id}/download", get(artifacts::download))
+        .route("/audit/{file}", get(audit_export::export))
         .route("/events/runs/{id}", get(events::run_events))
         .route("/events/dashboard", get(events::dashboard_events))
         .route("/events/instances/{ti}/log", get(events::log_events))
