@@ -75,6 +75,15 @@ pub enum Command {
         #[command(subcommand)]
         action: ConnectionsCommand,
     },
+    /// Re-hash an export's files against its manifest.json: a local folder or s3://bucket/prefix/.
+    VerifyExport {
+        target: String,
+        /// The connection to read S3 with.
+        #[arg(long, default_value = "aws_default")]
+        aws_conn_id: String,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
     /// The audit log: verify its hash chain, export it with the chain.
     Audit {
         #[command(subcommand)]
@@ -390,6 +399,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Flows { action } => flows(action).await,
         Command::Connections { action } => connections(action).await,
         Command::Audit { action } => audit(action).await,
+        Command::VerifyExport {
+            target,
+            aws_conn_id,
+            storage,
+        } => verify_export(&target, &aws_conn_id, &storage).await,
         Command::Bench { target } => bench(target).await,
         Command::Healthcheck { url, addr } => healthcheck(url, addr).await,
     }
@@ -428,6 +442,38 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     app.run_until_stopped(crate::startup::shutdown_signal())
         .await
+}
+
+async fn verify_export(
+    target: &str,
+    aws_conn_id: &str,
+    storage: &StorageArgs,
+) -> anyhow::Result<()> {
+    use crate::export::provenance;
+    let checks = if target.starts_with("s3://") {
+        let db = open(storage).await?;
+        let keys = crate::secrets::KeyRing::load_or_create(&storage.data_dir)?;
+        let conns = crate::connections::Connections::new(
+            db,
+            keys,
+            crate::connections::EnvFallback::from_process(),
+        );
+        let store = conns.aws(aws_conn_id).await?.store()?;
+        provenance::verify_s3(&store, target).await?
+    } else {
+        provenance::verify_dir(std::path::Path::new(target))?
+    };
+    for c in &checks {
+        println!("{:<15} {}", c.outcome, c.name);
+    }
+    let bad = checks.iter().filter(|c| c.outcome != "ok").count();
+    anyhow::ensure!(
+        bad == 0,
+        "{bad} of {} files do not match the manifest",
+        checks.len()
+    );
+    println!("All {} files match the manifest.", checks.len());
+    Ok(())
 }
 
 async fn audit(action: AuditCommand) -> anyhow::Result<()> {

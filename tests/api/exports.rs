@@ -3,6 +3,7 @@
 //! sensor, and incremental exports.
 use crate::helpers::{BACKENDS, Backend, TestApp, spawn_with};
 use crate::s3::Moto;
+use app::model::Role;
 use app::state::RunState;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -131,7 +132,13 @@ async fn the_reference_pipeline_exports_every_study_on_both_backends() {
         let keys: Vec<&str> = exports.iter().map(|(k, _)| k.as_deref().unwrap()).collect();
         assert_eq!(keys, ["CV 3/B", "DEMO", "ONC-202"], "{backend:?}");
         let artifacts = app.db.run_artifacts(run).await.unwrap();
-        assert_eq!(artifacts.len(), 3);
+        // The three studies, then the run's manifest.
+        assert_eq!(artifacts.len(), 4);
+        assert!(
+            artifacts[3]
+                .uri
+                .ends_with(&format!("reference/run-{run}/manifest.json"))
+        );
         for (key, out) in &exports {
             let key = key.as_deref().unwrap();
             let path = out["path"].as_str().unwrap();
@@ -158,9 +165,108 @@ async fn the_reference_pipeline_exports_every_study_on_both_backends() {
             std::fs::read_dir(app.data_dir.join(format!("exports/reference/run-{run}"))).unwrap()
         {
             let name = entry.unwrap().file_name().into_string().unwrap();
-            assert!(name.ends_with(".csv") && !name.starts_with('.'), "{name}");
+            assert!(
+                (name.ends_with(".csv") || name == "manifest.json") && !name.starts_with('.'),
+                "{name}"
+            );
         }
+
+        // The provenance manifest names every file with its study, connection and hash.
+        let dir = app.data_dir.join(format!("exports/reference/run-{run}"));
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest["format"], "trialflow-export-manifest-v1");
+        assert_eq!(manifest["pipeline"], "imednet_multi_study_reference");
+        assert_eq!(manifest["run_id"], run);
+        assert_eq!(manifest["run_state"], "success");
+        assert_eq!(manifest["software"]["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(manifest["conf"]["format"], "csv");
+        let files = manifest["files"].as_array().unwrap();
+        assert_eq!(files.len(), 3, "{backend:?}");
+        for (key, out) in &exports {
+            let name = out["path"].as_str().unwrap().rsplit('/').next().unwrap();
+            let f = files.iter().find(|f| f["name"] == name).unwrap();
+            assert_eq!(f["study_key"], key.as_deref().unwrap());
+            assert_eq!(f["map_key"], key.as_deref().unwrap());
+            assert_eq!(f["connection_id"], "imednet_default");
+            assert_eq!(f["sha256"], out["sha256"]);
+            assert_eq!(f["rows"], out["rows"]);
+            assert_eq!(f["task_id"], "export_records");
+            assert!(f["started_at"].is_string() && f["ended_at"].is_string());
+        }
+        let text = manifest.to_string();
+        assert!(!text.contains("demo-api-key") && !text.contains(app.data_dir.to_str().unwrap()));
     }
+}
+
+#[tokio::test]
+async fn verify_export_rehashes_files_against_the_manifest() {
+    let app = demo_app_with(Backend::Sqlite, &[]).await;
+    // Triggered over HTTP, so an audit entry records it and the manifest names that entry.
+    let user = app.client_as(Role::User).await;
+    let res = app
+        .call(
+            &user,
+            "/api/user/trigger_run",
+            &[
+                ("pipeline_id", "imednet_multi_study_reference"),
+                ("conf", "{}"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let run: i64 = res.text().await.unwrap().trim().parse().unwrap();
+    let state = app
+        .engine
+        .wait_for_run(run, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(state, RunState::Success);
+    let dir = app.data_dir.join(format!("exports/reference/run-{run}"));
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let audit = app
+        .db
+        .audit_hash_of(
+            "run.trigger",
+            &format!("imednet_multi_study_reference run {run}"),
+        )
+        .await
+        .unwrap()
+        .expect("trigger audited");
+    assert_eq!(manifest["trigger_audit_hash"], audit);
+    assert_eq!(manifest["triggered_by"], "user-user");
+
+    let verify = || {
+        std::process::Command::new(crate::crash::binary())
+            .args(["verify-export", dir.to_str().unwrap()])
+            .env("TRIALFLOW_DATA_DIR", &app.data_dir)
+            .output()
+            .unwrap()
+    };
+    let ok = verify();
+    let stdout = String::from_utf8_lossy(&ok.stdout).to_string();
+    assert!(
+        ok.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(stdout.contains("All 3 files match"), "{stdout}");
+
+    // One changed byte, one file gone: both named.
+    let demo = dir.join("DEMO.csv");
+    let mut bytes = std::fs::read(&demo).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 1;
+    std::fs::write(&demo, bytes).unwrap();
+    std::fs::remove_file(dir.join("ONC-202.csv")).unwrap();
+    let bad = verify();
+    assert!(!bad.status.success());
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    assert!(stdout.contains("sha256 differs  DEMO.csv"), "{stdout}");
+    assert!(stdout.contains("missing         ONC-202.csv"), "{stdout}");
+    assert!(stdout.contains("ok              CV_3_B.csv"), "{stdout}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("2 of 3 files do not match"));
 }
 
 const EVERY_FORMAT: &str = r#"
@@ -302,6 +408,20 @@ async fn exports_and_endpoint_dumps_reach_s3() {
         csv::Reader::from_reader(&csv[..]).records().count(),
         expected
     );
+    // The manifest went to the same prefix, and verifies over S3.
+    let manifest: Value = serde_json::from_slice(
+        &store
+            .get_bytes("trial-exports", "wide/manifest.json")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["files"][0]["name"], "cv3b.csv");
+    assert_eq!(manifest["files"][0]["sha256"], sha256_hex(&csv));
+    let checks = trialflow::export::provenance::verify_s3(&store, "s3://trial-exports/wide/")
+        .await
+        .unwrap();
+    assert!(checks.iter().all(|c| c.outcome == "ok"), "{checks:?}");
     // The local staging copy is gone.
     let staging = app.data_dir.join("exports/.staging");
     assert_eq!(
@@ -412,7 +532,6 @@ async fn submitted_records_are_awaited_and_incremental_exports_pick_up_only_chan
 
 #[tokio::test]
 async fn a_user_triggers_the_reference_pipeline_and_downloads_a_study_over_http() {
-    use app::model::Role;
     let app = demo_app_with(Backend::Sqlite, &[]).await;
     let user = app.client_as(Role::User).await;
     let pipelines = user.get(app.url("/pipelines")).send().await.unwrap();

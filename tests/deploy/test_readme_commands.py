@@ -47,6 +47,10 @@ CONCRETE = {
         "trialflow connections reencrypt",
     ],
     "trialflow bench imednet [--records N]": ["trialflow bench imednet --records 2000"],
+    # The README's path is relative to the default data directory; here it is a fresh one.
+    "trialflow verify-export data/exports/reference/run-1": [
+        'trialflow verify-export "$(ls -d "$TRIALFLOW_DATA_DIR"/exports/reference/run-* | head -n 1)"'
+    ],
     # The benchmarks' default sizes take minutes; small sizes prove the commands work.
     "trialflow bench console": ["trialflow bench console --instances 200 --renders 3"],
     "trialflow bench export": [
@@ -190,6 +194,8 @@ def check_output(beside: Beside, command: str, out: str) -> None:
         assert manifests, f"no manifest.json under {bucket}"
         manifest = json.loads(manifests[-1].read_text())
         assert manifest, manifest
+    if command.startswith("trialflow verify-export"):
+        assert re.search(r"^All \d+ files match the manifest\.$", out, flags=re.M), out
     if command.startswith("trialflow bench"):
         assert json.loads(out), out
     if command == "trialflow user list":

@@ -262,6 +262,7 @@ impl Engine {
             .values()
             .any(|c| c.0.iter().any(|(s, n)| *n > 0 && !s.is_terminal()));
         if !unfinished {
+            crate::export::provenance::write_before_run_ends(&self.services, run.id).await;
             let events = self.db.finish_run(run.id).await?;
             self.bus.publish(events);
             super::events::notify_others(&self.db, "done").await;

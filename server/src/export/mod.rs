@@ -14,6 +14,7 @@ mod error;
 mod filter;
 mod options;
 mod page_spill;
+pub mod provenance;
 mod row;
 mod schema;
 mod values;

@@ -152,6 +152,14 @@ impl Db {
         Ok(rows)
     }
 
+    /// The hash of the newest entry with this action and target (e.g. the trigger of a run).
+    pub async fn audit_hash_of(&self, action: &str, target: &str) -> StoreResult<Option<String>> {
+        let hash = on_pool!(self, pool => sqlx::query_scalar::<_, String>(
+            "SELECT hash FROM audit_log WHERE action = $1 AND target = $2 ORDER BY id DESC LIMIT 1")
+            .bind(action).bind(target).fetch_optional(pool).await)?;
+        Ok(hash.filter(|h| !h.is_empty()))
+    }
+
     /// The newest entry's hash, and how many entries predate the chain.
     pub async fn audit_head(&self) -> StoreResult<(String, i64)> {
         let head = on_pool!(self, pool => sqlx::query_as::<_, (String, i64)>(

@@ -127,6 +127,13 @@ impl Db {
         Ok(())
     }
 
+    /// Records a file the run rewrites (its manifest): the old row for that place goes.
+    pub async fn replace_artifact(&self, a: &NewArtifact<'_>) -> StoreResult<i64> {
+        execute_on!(self, pool => sqlx::query("DELETE FROM artifacts WHERE run_id = $1 AND uri = $2")
+            .bind(a.run_id).bind(a.uri).execute(pool).await)?;
+        self.insert_artifact(a).await
+    }
+
     pub async fn insert_artifact(&self, a: &NewArtifact<'_>) -> StoreResult<i64> {
         let id = on_pool!(self, pool => sqlx::query_scalar::<_, i64>(
             "INSERT INTO artifacts (run_id, task_instance_id, uri, bytes, sha256, rows_written, created_at) \
