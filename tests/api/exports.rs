@@ -530,6 +530,84 @@ async fn submitted_records_are_awaited_and_incremental_exports_pick_up_only_chan
     assert!(error.contains("ended in state FAILED"), "{error}");
 }
 
+/// Rows per study of one run of the reference pipeline.
+async fn rows_by_study(app: &TestApp, run: i64) -> Vec<(String, u64)> {
+    outputs(app, run, "export_records")
+        .await
+        .into_iter()
+        .map(|(k, o)| {
+            (
+                k.unwrap_or_default(),
+                o["rows"].as_u64().unwrap_or(u64::MAX),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn incremental_reference_runs_export_only_changes_and_full_refresh_starts_over() {
+    for backend in BACKENDS {
+        let app = demo_app_with(backend, &[("submit.yaml", SUBMIT)]).await;
+        let reference = "imednet_multi_study_reference";
+        let incremental = json!({"incremental": true});
+        let mut full = Vec::new();
+        for key in ["CV 3/B", "DEMO", "ONC-202"] {
+            full.push((key.to_string(), live_records(&app, key).await as u64));
+        }
+        // First run: no watermark yet, everything. Each run writes to its own folder, and the
+        // watermark still carries over: it belongs to (pipeline, task, connection, study).
+        let (run, state) = run_to_end(&app, reference, incremental.clone()).await;
+        assert_eq!(
+            state,
+            RunState::Success,
+            "{backend:?}: {}",
+            failure(&app, run).await
+        );
+        assert_eq!(rows_by_study(&app, run).await, full, "{backend:?}");
+        let (run, _) = run_to_end(&app, reference, incremental.clone()).await;
+        let nothing: Vec<(String, u64)> = full.iter().map(|(k, _)| (k.clone(), 0)).collect();
+        assert_eq!(
+            rows_by_study(&app, run).await,
+            nothing,
+            "{backend:?}: nothing changed"
+        );
+
+        // One record of CV 3/B changes.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let (submit, state) = run_to_end(&app, "submit_and_wait", json!({})).await;
+        assert_eq!(state, RunState::Success, "{}", failure(&app, submit).await);
+        let (run, _) = run_to_end(&app, reference, incremental.clone()).await;
+        let changed: Vec<(String, u64)> = full
+            .iter()
+            .map(|(k, _)| (k.clone(), u64::from(k == "CV 3/B")))
+            .collect();
+        assert_eq!(rows_by_study(&app, run).await, changed, "{backend:?}");
+        let text = std::fs::read_to_string(
+            app.data_dir
+                .join(format!("exports/reference/run-{run}/CV_3_B.csv")),
+        )
+        .unwrap();
+        assert!(text.contains("from trialflow"));
+
+        // The trigger form's switch: everything again, then a fresh watermark.
+        let (run, _) = run_to_end(
+            &app,
+            reference,
+            json!({"incremental": true, "full_refresh": true}),
+        )
+        .await;
+        let mut now_full = full.clone();
+        now_full[0].1 = live_records(&app, "CV 3/B").await as u64;
+        assert_eq!(rows_by_study(&app, run).await, now_full, "{backend:?}");
+        let (run, _) = run_to_end(&app, reference, incremental.clone()).await;
+        assert_eq!(rows_by_study(&app, run).await, nothing, "{backend:?}");
+
+        // Without the switch on, an export is complete whatever was stored.
+        let (run, _) = run_to_end(&app, reference, json!({})).await;
+        assert_eq!(rows_by_study(&app, run).await, now_full, "{backend:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_user_triggers_the_reference_pipeline_and_downloads_a_study_over_http() {
     let app = demo_app_with(Backend::Sqlite, &[]).await;

@@ -5,12 +5,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// Options accepted in an export's JSON options object (`export_kwargs`).
-pub const KNOWN_OPTIONS: [&str; 7] = [
+pub const KNOWN_OPTIONS: [&str; 8] = [
     "use_labels_as_columns",
     "variable_whitelist",
     "form_whitelist",
     "include_deleted",
     "incremental",
+    "full_refresh",
     "table_name",
     "index",
 ];
@@ -32,6 +33,9 @@ pub struct ExportOptions {
     pub include_deleted: bool,
     /// Only records modified after the caller's stored watermark.
     pub incremental: bool,
+    /// With `incremental`: ignore the stored watermark this once (export everything) and
+    /// store a fresh one.
+    pub full_refresh: bool,
     /// SQLite table name for the `sqlite` and `long_sqlite` formats.
     pub table_name: String,
 }
@@ -44,6 +48,7 @@ impl Default for ExportOptions {
             form_whitelist: None,
             include_deleted: false,
             incremental: false,
+            full_refresh: false,
             table_name: DEFAULT_TABLE_NAME.into(),
         }
     }
@@ -119,6 +124,7 @@ impl ExportOptions {
                 "use_labels_as_columns" => opts.use_labels_as_columns = want_bool(key, v)?,
                 "include_deleted" => opts.include_deleted = want_bool(key, v)?,
                 "incremental" => opts.incremental = want_bool(key, v)?,
+                "full_refresh" => opts.full_refresh = want_bool(key, v)?,
                 // A pandas kwarg the reference DAG passes; we never write an index.
                 "index" if want_bool(key, v)? => {
                     return Err(

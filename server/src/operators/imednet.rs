@@ -10,7 +10,7 @@ use crate::export::{
 use crate::imednet::model::{Study, Variable};
 use crate::imednet::{ImednetClient, ImednetError, ListParams};
 use crate::objstore::parse_s3_url;
-use crate::store::connections::NewArtifact;
+use crate::store::connections::{NewArtifact, WatermarkKey};
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
@@ -302,6 +302,11 @@ struct ExportArgs {
     imednet_conn_id: String,
     #[serde(default = "default_aws_conn")]
     aws_conn_id: String,
+    /// Override `export_kwargs.incremental` / `.full_refresh` (a trigger form's switches).
+    #[serde(default)]
+    incremental: Option<bool>,
+    #[serde(default)]
+    full_refresh: Option<bool>,
 }
 
 impl ExportArgs {
@@ -313,8 +318,14 @@ impl ExportArgs {
             .format
             .parse()
             .map_err(|e: ExportError| e.to_string())?;
-        let options =
+        let mut options =
             ExportOptions::from_json(self.export_kwargs.as_ref().unwrap_or(&Value::Null))?;
+        if let Some(incremental) = self.incremental {
+            options.incremental = incremental;
+        }
+        if let Some(full_refresh) = self.full_refresh {
+            options.full_refresh = full_refresh;
+        }
         let dest = Destination::parse(&self.output_path, root)?;
         Ok((format, options, dest))
     }
@@ -353,17 +364,30 @@ impl Operator for Export {
             ctx.log.info(format!("warning: {warning}")).await;
         }
         let destination = dest.describe();
-        let watermark = if options.incremental {
+        let mark_key = WatermarkKey {
+            pipeline_id: &ctx.pipeline_id,
+            task_id: &ctx.task_id,
+            conn_id: &args.imednet_conn_id,
+            study_key: study,
+        };
+        let watermark = if options.incremental && options.full_refresh {
+            ctx.log
+                .info("incremental, full refresh: exporting everything and storing a new watermark")
+                .await;
+            None
+        } else if options.incremental {
             let w = ctx
                 .services
                 .db
-                .export_watermark(&args.imednet_conn_id, study, &destination)
+                .task_watermark(&mark_key, ctx.run_id)
                 .await
                 .map_err(|e| TaskError::Retryable(e.to_string()))?;
             match &w {
-                Some(w) => {
+                Some((run, w)) => {
                     ctx.log
-                        .info(format!("incremental: records modified after {w}"))
+                        .info(format!(
+                            "incremental: records modified after {w} (the mark of run {run})"
+                        ))
                         .await
                 }
                 None => {
@@ -372,7 +396,7 @@ impl Operator for Export {
                         .await
                 }
             }
-            w
+            w.map(|(_, w)| w)
         } else {
             None
         };
@@ -431,7 +455,7 @@ impl Operator for Export {
         {
             ctx.services
                 .db
-                .set_export_watermark(&args.imednet_conn_id, study, &destination, mark, ctx.run_id)
+                .set_task_watermark(&mark_key, ctx.run_id, mark)
                 .await
                 .map_err(|e| TaskError::Retryable(e.to_string()))?;
         }

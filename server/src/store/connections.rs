@@ -30,6 +30,14 @@ pub struct ArtifactRow {
     pub created_at: i64,
 }
 
+/// Whose incremental watermark: one pipeline's task exporting one study through one connection.
+pub struct WatermarkKey<'a> {
+    pub pipeline_id: &'a str,
+    pub task_id: &'a str,
+    pub conn_id: &'a str,
+    pub study_key: &'a str,
+}
+
 /// What a task reports about a file it wrote.
 #[derive(Debug, Clone)]
 pub struct NewArtifact<'a> {
@@ -97,32 +105,35 @@ impl Db {
         Ok(n == 1)
     }
 
-    pub async fn export_watermark(
+    /// The newest watermark an earlier run of this pipeline's task stored for the study.
+    pub async fn task_watermark(
         &self,
-        conn_id: &str,
-        study_key: &str,
-        destination: &str,
-    ) -> StoreResult<Option<String>> {
-        let w = on_pool!(self, pool => sqlx::query_scalar::<_, String>(
-            "SELECT watermark FROM export_watermarks WHERE conn_id = $1 AND study_key = $2 AND destination = $3")
-            .bind(conn_id).bind(study_key).bind(destination).fetch_optional(pool).await)?;
+        key: &WatermarkKey<'_>,
+        before_run: i64,
+    ) -> StoreResult<Option<(i64, String)>> {
+        let w = on_pool!(self, pool => sqlx::query_as::<_, (i64, String)>(
+            "SELECT run_id, watermark FROM task_watermarks WHERE pipeline_id = $1 AND task_id = $2 \
+             AND conn_id = $3 AND study_key = $4 AND run_id < $5 ORDER BY run_id DESC LIMIT 1")
+            .bind(key.pipeline_id).bind(key.task_id).bind(key.conn_id).bind(key.study_key).bind(before_run)
+            .fetch_optional(pool).await)?;
         Ok(w)
     }
 
-    pub async fn set_export_watermark(
+    /// Stores this run's watermark; a run exporting the study more than once keeps the newest.
+    pub async fn set_task_watermark(
         &self,
-        conn_id: &str,
-        study_key: &str,
-        destination: &str,
-        watermark: &str,
+        key: &WatermarkKey<'_>,
         run_id: i64,
+        watermark: &str,
     ) -> StoreResult<()> {
         execute_on!(self, pool => sqlx::query(
-            "INSERT INTO export_watermarks (conn_id, study_key, destination, watermark, run_id, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (conn_id, study_key, destination) DO UPDATE \
-             SET watermark = excluded.watermark, run_id = excluded.run_id, updated_at = excluded.updated_at")
-            .bind(conn_id).bind(study_key).bind(destination).bind(watermark).bind(run_id).bind(now_ms())
+            "INSERT INTO task_watermarks (pipeline_id, task_id, conn_id, study_key, run_id, watermark, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (pipeline_id, task_id, conn_id, study_key, run_id) DO UPDATE \
+             SET watermark = CASE WHEN excluded.watermark > task_watermarks.watermark \
+               THEN excluded.watermark ELSE task_watermarks.watermark END, updated_at = excluded.updated_at")
+            .bind(key.pipeline_id).bind(key.task_id).bind(key.conn_id).bind(key.study_key)
+            .bind(run_id).bind(watermark).bind(now_ms())
             .execute(pool).await)?;
         Ok(())
     }
