@@ -55,6 +55,13 @@ test('13: trigger the reference pipeline, watch it succeed live, read a log, dow
     await expect(page.getByTestId('run-instances')).toContainText(key);
   }
   await snap(page, testInfo, '13-run-success');
+  // The timeline is drawn on the server: there with and without JavaScript.
+  await expect(page.getByTestId('run-timeline')).toBeVisible();
+  await expect(page.getByTestId('run-timeline').locator('g[data-lane="DEMO"] rect').first()).toBeVisible();
+  await page.goto(`/pipelines/${REFERENCE}`);
+  await expect(page.getByTestId('run-history').locator('rect.bar').first()).toBeVisible();
+  await snap(page, testInfo, '13-pipeline-history');
+  await page.goto(runUrl);
 
   await page.getByTestId('run-instances').getByRole('link', { name: 'DEMO', exact: true }).click();
   await expect(page.getByTestId('instance-state')).toContainText('success');

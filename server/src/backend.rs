@@ -15,6 +15,7 @@ use std::sync::Arc;
 mod console;
 mod flows;
 pub mod shown;
+mod timeline;
 
 pub struct ServerBackend {
     pub db: Db,

@@ -786,3 +786,85 @@ async fn the_dashboard_stream_reports_changes_once_a_second_at_most() {
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap_or_default().contains("since"));
 }
+
+/// `<rect` elements inside the element with this test id (the charts draw nothing else).
+fn rects_in(html: &str, testid: &str) -> usize {
+    let start = html
+        .find(&format!("data-testid=\"{testid}\""))
+        .unwrap_or_else(|| panic!("no {testid} in the page"));
+    let end = start + html[start..].find("</figure>").expect("figure ends");
+    html[start..end].matches("<rect").count()
+}
+
+#[tokio::test]
+async fn history_and_timeline_charts_are_drawn_on_the_server_and_aggregate_when_dense() {
+    for backend in BACKENDS {
+        let app = spawn_app_on(backend).await;
+        register(&app, FANOUT).await;
+        let user = app.client_as(Role::User).await;
+        let viewer = app.client_as(Role::Viewer).await;
+        // A small run: one lane per instance, each try its own bar, lanes link to instances.
+        let res = app
+            .call(
+                &user,
+                "/api/user/trigger_run",
+                &[("pipeline_id", "fanout"), ("conf", r#"{"n": 3}"#)],
+            )
+            .await;
+        let small: i64 = res.json().await.expect("run id");
+        app.engine
+            .wait_for_run(small, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let html = viewer
+            .get(app.url(&format!("/runs/{small}")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(html.contains("data-aggregated=\"false\""), "{backend:?}");
+        for key in ["S-1000", "S-1001", "S-1002"] {
+            assert!(html.contains(&format!("data-lane=\"{key}\"")), "{key}");
+        }
+        let ti = app.db.instances(small, "export").await.unwrap()[0].id;
+        assert!(html.contains(&format!("data-instance=\"{ti}\"")));
+        // 4 instances, each queued then one try: at most 8 bars.
+        let bars = rects_in(&html, "run-timeline");
+        assert!((4..=8).contains(&bars), "{backend:?}: {bars} bars");
+
+        // A dense run: a lane per task, at most one bar per interval, whatever the count.
+        let big = finished_run(&app, &user).await; // 120 mapped instances
+        let html = viewer
+            .get(app.url(&format!("/runs/{big}")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(html.contains("data-aggregated=\"true\""), "{backend:?}");
+        assert!(html.contains("data-lane=\"export\"") && html.contains("data-lane=\"summary\""));
+        assert!(rects_in(&html, "run-timeline") <= 2 * 80, "{backend:?}");
+
+        // The pipeline page: one bar per run, oldest first, each linking to its run.
+        let html = viewer
+            .get(app.url("/pipelines/fanout"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(rects_in(&html, "run-history"), 2, "{backend:?}");
+        let first = html
+            .find(&format!("data-run=\"{small}\""))
+            .expect("small run bar");
+        let second = html
+            .find(&format!("data-run=\"{big}\""))
+            .expect("big run bar");
+        assert!(first < second, "oldest first");
+        assert!(html.contains("class=\"bar s-success\""));
+    }
+}

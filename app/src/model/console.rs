@@ -57,6 +57,50 @@ pub struct PipelineDetail {
     pub origin: String,
     pub graph: Vec<TaskNode>,
     pub runs: Vec<RunListItem>,
+    /// The last runs (up to 50), oldest first, for the history chart.
+    pub history: Vec<RunBar>,
+}
+
+/// One run in a pipeline's history chart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunBar {
+    pub id: i64,
+    pub state: String,
+    pub queued_at: i64,
+    /// Start to end (or to now while running); none before it starts.
+    pub duration_ms: Option<i64>,
+}
+
+/// A run's instances over time, computed on the server: one lane per instance (each queued
+/// wait and every attempt a segment, so retries show), or past [`TIMELINE_LANES_MAX`]
+/// instances one lane per task whose segments count the instances running in each interval.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTimeline {
+    pub start: i64,
+    pub end: i64,
+    pub aggregated: bool,
+    pub lanes: Vec<TimelineLane>,
+}
+
+pub const TIMELINE_LANES_MAX: usize = 60;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineLane {
+    pub label: String,
+    /// The instance page it links to (per-instance lanes).
+    pub ti_id: Option<i64>,
+    pub segments: Vec<TimelineSegment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineSegment {
+    pub from: i64,
+    pub to: i64,
+    /// `queued` for the wait, else the attempt's state (`running`, `success`, `failed`…).
+    pub state: String,
+    pub try_number: i64,
+    /// Instances this segment stands for (1 per instance; more when aggregated).
+    pub count: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +172,7 @@ pub struct RunDetail {
     pub last_event_id: i64,
     /// For a flow of flows: each child flow's run and what it was given.
     pub children: Vec<ChildRun>,
+    pub timeline: RunTimeline,
 }
 
 /// One child of a flow-of-flows run.

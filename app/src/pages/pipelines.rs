@@ -1,6 +1,7 @@
 //! Pipelines: the list (schedule, last run, next run) and one pipeline's page with its task
 //! graph, parameters, YAML source, run history and the trigger form generated from its params.
 use crate::api::runs::{TriggerForm, get_pipeline, list_pipelines};
+use crate::components::charts::history_chart;
 use crate::components::layout::current_role;
 use crate::components::notice::ErrorNotice;
 use crate::components::time::{format_utc, when};
@@ -133,6 +134,7 @@ fn PipelineView(detail: PipelineDetail) -> impl IntoView {
         <h2>"Parameters"</h2>
         {params_table}
         <h2>"Recent runs"</h2>
+        {history_chart(detail.history)}
         {runs_table(detail.runs, "pipeline-runs")}
         <details class="card">
             <summary>"YAML source"</summary>

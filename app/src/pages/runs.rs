@@ -2,6 +2,7 @@
 //! progress, a paged instance table, files, actions, live), and one instance (attempts, logs,
 //! input, result). Everything reads with JavaScript off; live updates and actions need it on.
 use crate::api::runs::{RetriggerRun, RunAction, get_instance, get_run, list_instances, list_runs};
+use crate::components::charts::timeline_chart;
 use crate::components::layout::current_role;
 use crate::components::notice::ErrorNotice;
 use crate::components::time::{format_utc, when};
@@ -239,6 +240,10 @@ pub fn RunPage() -> impl IntoView {
                 _ => ().into_any(),
             }}
             {move || run.get().and_then(Result::ok).map(|run| child_runs(run.children.clone()))}
+            {move || run.get().and_then(Result::ok).filter(|r| !r.timeline.lanes.is_empty()).map(|run| view! {
+                <h2>"Timeline"</h2>
+                {timeline_chart(run.timeline)}
+            })}
             {move || run.get().and_then(Result::ok).map(|run| view! { <Artifacts run/> })}
         </Transition>
     }

@@ -13,7 +13,7 @@ use app::error::{AppError, FieldError};
 use app::model::{
     ArtifactInfo, AttemptInfo, AuditChain, AuditInfo, AuditPage, ChildRun, CurrentUser,
     DashboardInfo, InstanceDetail, InstancePage, InstanceQuery, InstanceSummary, LogLineInfo,
-    ParamInfo, PipelineDetail, PipelineSummary, PoolInfo, RunAction, RunDetail, RunList,
+    ParamInfo, PipelineDetail, PipelineSummary, PoolInfo, RunAction, RunBar, RunDetail, RunList,
     RunListItem, RunListQuery, STATE_ORDER, TaskNode, TaskProgress, WorkerInfo,
 };
 use app::model::{FlowDetail, FlowInfo, FlowRegistered};
@@ -26,6 +26,8 @@ const INSTANCE_PAGE: u32 = 50;
 const RUNS_PAGE: i64 = 25;
 const AUDIT_PAGE: i64 = 50;
 const ARTIFACTS_SHOWN: usize = 200;
+/// Runs in a pipeline's history chart.
+const HISTORY_RUNS: i64 = 50;
 const LOG_LINES_SHOWN: i64 = 500;
 /// A worker whose heartbeat is older than this is shown as lost.
 const WORKER_ALIVE_MS: i64 = 60_000;
@@ -311,24 +313,35 @@ impl Console for ServerBackend {
                 })
             })
             .collect();
-        let mut runs = Vec::new();
-        for run in self
+        let recent = self
             .db
             .list_runs(&RunFilter {
                 pipeline_id: Some(pipeline_id.to_string()),
-                limit: 20,
+                limit: HISTORY_RUNS,
                 ..Default::default()
             })
-            .await?
-        {
-            runs.push(self.progress(&run).await?);
+            .await?;
+        let mut runs = Vec::new();
+        for run in recent.iter().take(20) {
+            runs.push(self.progress(run).await?);
         }
+        let history = recent
+            .iter()
+            .rev()
+            .map(|r| RunBar {
+                id: r.id,
+                state: r.state.clone(),
+                queued_at: r.queued_at,
+                duration_ms: r.started_at.map(|s| r.ended_at.unwrap_or_else(now_ms) - s),
+            })
+            .collect();
         Ok(PipelineDetail {
             summary: self.summary_of(&p).await?,
             source: row.as_ref().map(|r| r.source.clone()).unwrap_or_default(),
             origin: row.map(|r| r.origin).unwrap_or_default(),
             graph,
             runs,
+            history,
         })
     }
 
@@ -500,7 +513,20 @@ impl Console for ServerBackend {
             }
         }
         let secrets = self.shown();
+        let task_order: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
+        let timeline = super::timeline::load(
+            &self.db,
+            run_id,
+            (
+                run.started_at.unwrap_or(run.queued_at),
+                run.ended_at.unwrap_or_else(now_ms),
+            ),
+            instance_count,
+            &task_order,
+        )
+        .await?;
         Ok(RunDetail {
+            timeline,
             children,
             id: run.id,
             pipeline_id: run.pipeline_id,

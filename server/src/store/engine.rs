@@ -182,6 +182,39 @@ pub(super) const TI_COLUMNS: &str = "id, run_id, task_id, map_index, map_key, st
     pool_slots, priority, labels, input, output, error, queued_at, started_at, ended_at, next_attempt_at, \
     sensor_started_at, fence, lease_owner";
 
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InstanceSpan {
+    pub id: i64,
+    pub task_id: String,
+    pub map_index: i64,
+    pub map_key: Option<String>,
+    pub state: String,
+    pub queued_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AttemptBucket {
+    pub task_id: String,
+    /// 1 for retries (try > 1).
+    pub retry: i64,
+    pub first: i64,
+    pub last: i64,
+    /// 1 for failed attempts.
+    pub failed: i64,
+    pub n: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AttemptSpan {
+    pub ti_id: i64,
+    pub try_number: i64,
+    pub state: String,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+}
+
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct AttemptRow {
     pub id: i64,
@@ -881,6 +914,41 @@ impl Db {
     }
 
     // ---- attempts, logs, events, workers -----------------------------------------------------
+
+    /// Every live instance of a run with only what a timeline needs, by id.
+    pub async fn run_instance_spans(&self, run_id: i64) -> StoreResult<Vec<InstanceSpan>> {
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, InstanceSpan>(
+            "SELECT id, task_id, map_index, map_key, state, queued_at, started_at, ended_at \
+             FROM task_instances WHERE run_id = $1 AND state <> 'removed' ORDER BY id")
+            .bind(run_id).fetch_all(pool).await)?)
+    }
+
+    /// Every attempt of a run's instances, oldest first.
+    pub async fn run_attempt_spans(&self, run_id: i64) -> StoreResult<Vec<AttemptSpan>> {
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, AttemptSpan>(
+            "SELECT a.ti_id, a.try_number, a.state, a.started_at, a.ended_at FROM task_attempts a \
+             JOIN task_instances t ON t.id = a.ti_id WHERE t.run_id = $1 ORDER BY a.id")
+            .bind(run_id).fetch_all(pool).await)?)
+    }
+
+    /// A run's attempts counted by task, first try or retry, the intervals of `width` ms
+    /// (from `start`) they began and ended in, and whether they failed: a few hundred rows
+    /// however many instances the run has. Unfinished attempts end at `now`.
+    pub async fn run_attempt_buckets(
+        &self,
+        run_id: i64,
+        start: i64,
+        width: i64,
+        now: i64,
+    ) -> StoreResult<Vec<AttemptBucket>> {
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, AttemptBucket>(
+            "SELECT t.task_id, CAST(CASE WHEN a.try_number > 1 THEN 1 ELSE 0 END AS BIGINT) AS retry, \
+               (a.started_at - $2) / $3 AS first, (COALESCE(a.ended_at, $4) - $2) / $3 AS last, \
+               CAST(CASE WHEN a.state = 'failed' THEN 1 ELSE 0 END AS BIGINT) AS failed, COUNT(*) AS n \
+             FROM task_attempts a JOIN task_instances t ON t.id = a.ti_id WHERE t.run_id = $1 \
+             GROUP BY t.task_id, 2, 3, 4, 5")
+            .bind(run_id).bind(start).bind(width.max(1)).bind(now).fetch_all(pool).await)?)
+    }
 
     pub async fn attempts(&self, ti_id: i64) -> StoreResult<Vec<AttemptRow>> {
         Ok(on_pool!(self, pool => sqlx::query_as::<_, AttemptRow>(
