@@ -266,14 +266,7 @@ async fn admins_export_the_chain_as_csv_and_json_and_the_page_shows_its_state() 
             404
         );
 
-        let page = admin
-            .get(app.url("/audit"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = app.page_text(&admin, "/audit").await;
         assert!(page.contains("data-ok=\"true\""), "{backend:?}");
         assert!(page.contains("Hash chain intact"));
 
@@ -285,14 +278,7 @@ async fn admins_export_the_chain_as_csv_and_json_and_the_page_shows_its_state() 
         )
         .await
         .unwrap();
-        let page = admin
-            .get(app.url("/audit"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = app.page_text(&admin, "/audit").await;
         assert!(page.contains("data-ok=\"false\""), "{backend:?}");
         assert!(page.contains(&format!("at entry #{first}")), "{page}");
     }

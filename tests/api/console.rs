@@ -816,14 +816,7 @@ async fn history_and_timeline_charts_are_drawn_on_the_server_and_aggregate_when_
             .wait_for_run(small, Duration::from_secs(60))
             .await
             .unwrap();
-        let html = viewer
-            .get(app.url(&format!("/runs/{small}")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = app.page_text(&viewer, &format!("/runs/{small}")).await;
         assert!(html.contains("data-aggregated=\"false\""), "{backend:?}");
         for key in ["S-1000", "S-1001", "S-1002"] {
             assert!(html.contains(&format!("data-lane=\"{key}\"")), "{key}");
@@ -836,27 +829,13 @@ async fn history_and_timeline_charts_are_drawn_on_the_server_and_aggregate_when_
 
         // A dense run: a lane per task, at most one bar per interval, whatever the count.
         let big = finished_run(&app, &user).await; // 120 mapped instances
-        let html = viewer
-            .get(app.url(&format!("/runs/{big}")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = app.page_text(&viewer, &format!("/runs/{big}")).await;
         assert!(html.contains("data-aggregated=\"true\""), "{backend:?}");
         assert!(html.contains("data-lane=\"export\"") && html.contains("data-lane=\"summary\""));
         assert!(rects_in(&html, "run-timeline") <= 2 * 80, "{backend:?}");
 
         // The pipeline page: one bar per run, oldest first, each linking to its run.
-        let html = viewer
-            .get(app.url("/pipelines/fanout"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = app.page_text(&viewer, "/pipelines/fanout").await;
         assert_eq!(rects_in(&html, "run-history"), 2, "{backend:?}");
         let first = html
             .find(&format!("data-run=\"{small}\""))

@@ -199,14 +199,12 @@ async fn the_reference_pipeline_exports_every_study_on_both_backends() {
     }
 }
 
-#[tokio::test]
-async fn verify_export_rehashes_files_against_the_manifest() {
-    let app = demo_app_with(Backend::Sqlite, &[]).await;
-    // Triggered over HTTP, so an audit entry records it and the manifest names that entry.
-    let user = app.client_as(Role::User).await;
+/// Triggers the reference pipeline through the server function, as the trigger form does,
+/// and waits for it to succeed.
+async fn reference_run_over_http(app: &TestApp, user: &reqwest::Client) -> i64 {
     let res = app
         .call(
-            &user,
+            user,
             "/api/user/trigger_run",
             &[
                 ("pipeline_id", "imednet_multi_study_reference"),
@@ -222,6 +220,15 @@ async fn verify_export_rehashes_files_against_the_manifest() {
         .await
         .unwrap();
     assert_eq!(state, RunState::Success);
+    run
+}
+
+#[tokio::test]
+async fn verify_export_rehashes_files_against_the_manifest() {
+    let app = demo_app_with(Backend::Sqlite, &[]).await;
+    // Triggered over HTTP, so an audit entry records it and the manifest names that entry.
+    let user = app.client_as(Role::User).await;
+    let run = reference_run_over_http(&app, &user).await;
     let dir = app.data_dir.join(format!("exports/reference/run-{run}"));
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
@@ -622,24 +629,7 @@ async fn a_user_triggers_the_reference_pipeline_and_downloads_a_study_over_http(
             .contains("imednet_multi_study_reference")
     );
 
-    let res = app
-        .call(
-            &user,
-            "/api/user/trigger_run",
-            &[
-                ("pipeline_id", "imednet_multi_study_reference"),
-                ("conf", "{}"),
-            ],
-        )
-        .await;
-    assert_eq!(res.status(), 200);
-    let run: i64 = res.text().await.unwrap().trim().parse().unwrap();
-    let state = app
-        .engine
-        .wait_for_run(run, Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert_eq!(state, RunState::Success);
+    let run = reference_run_over_http(&app, &user).await;
 
     // Bad parameters are named.
     let res = app

@@ -149,6 +149,17 @@ impl TestApp {
         c
     }
 
+    /// The HTML of a page as `client` sees it (200 asserted).
+    pub async fn page_text(&self, client: &reqwest::Client, path: &str) -> String {
+        let res = client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("page request");
+        assert_eq!(res.status(), 200, "{path}");
+        res.text().await.expect("page body")
+    }
+
     pub async fn call(
         &self,
         client: &reqwest::Client,
