@@ -520,3 +520,30 @@ async fn sessions_work_on_postgres() {
         .expect("json");
     assert_eq!(me, serde_json::Value::Null);
 }
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_with_413_and_normal_ones_pass() {
+    let app = spawn_app().await;
+    let admin = app.client_as(Role::Admin).await;
+    let big = "x".repeat(trialflow::http::MAX_REQUEST_BODY + 1);
+    for path in ["/api/op/register_flow", "/auth/login"] {
+        let res = admin
+            .post(app.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("source={big}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 413, "{path}");
+    }
+    // The same request under the limit reaches the function, which names what is wrong.
+    let res = app
+        .call(
+            &admin,
+            "/api/op/register_flow",
+            &[("source", "not: [valid")],
+        )
+        .await;
+    assert_ne!(res.status(), 413);
+    assert!(res.status().is_client_error(), "{}", res.status());
+}

@@ -87,5 +87,14 @@ pub fn router(
         ))
         .layer(session_layer)
         .layer(axum::middleware::from_fn(csrf::refuse_cross_site))
+        // Nothing the console posts comes near this (a pasted pipeline is kilobytes); larger
+        // bodies are refused with 413 before anything reads them.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            MAX_REQUEST_BODY,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
+
+/// The largest request body the web server accepts (the demo S3 endpoint, mounted beside
+/// this router, takes uploads of any size).
+pub const MAX_REQUEST_BODY: usize = 1024 * 1024;
