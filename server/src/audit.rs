@@ -108,7 +108,5 @@ fn csv(entries: &[(AuditEntry, bool)]) -> anyhow::Result<Vec<u8>> {
 }
 
 fn utc(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
+    crate::store::utc_text(ms).unwrap_or_default()
 }

@@ -409,12 +409,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn healthcheck(url: Option<String>, mut addr: std::net::SocketAddr) -> anyhow::Result<()> {
+async fn healthcheck(url: Option<String>, addr: std::net::SocketAddr) -> anyhow::Result<()> {
     use anyhow::Context;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let url = url.unwrap_or_else(|| format!("http://{addr}/healthz"));
+    let url =
+        url.unwrap_or_else(|| format!("http://{}/healthz", crate::config::local_address_of(addr)));
     let response = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
         .build()?
@@ -451,13 +449,7 @@ async fn verify_export(
 ) -> anyhow::Result<()> {
     use crate::export::provenance;
     let checks = if target.starts_with("s3://") {
-        let db = open(storage).await?;
-        let keys = crate::secrets::KeyRing::load_or_create(&storage.data_dir)?;
-        let conns = crate::connections::Connections::new(
-            db,
-            keys,
-            crate::connections::EnvFallback::from_process(),
-        );
+        let (_, conns) = open_connections(storage).await?;
         let store = conns.aws(aws_conn_id).await?.store()?;
         provenance::verify_s3(&store, target).await?
     } else {
@@ -502,13 +494,7 @@ async fn audit(action: AuditCommand) -> anyhow::Result<()> {
             output,
             storage,
         } => {
-            let db = open(&storage).await?;
-            let keys = crate::secrets::KeyRing::load_or_create(&storage.data_dir)?;
-            let conns = crate::connections::Connections::new(
-                db.clone(),
-                keys,
-                crate::connections::EnvFallback::from_process(),
-            );
+            let (db, conns) = open_connections(&storage).await?;
             conns.learn_secrets().await?;
             let body = crate::audit::export(&db, &conns.known_secrets(), format).await?;
             match output {
@@ -527,16 +513,13 @@ async fn audit(action: AuditCommand) -> anyhow::Result<()> {
 }
 
 async fn connections(action: ConnectionsCommand) -> anyhow::Result<()> {
-    use crate::connections::{Connections, EnvFallback};
     let storage = match &action {
         ConnectionsCommand::List { storage }
         | ConnectionsCommand::Describe { storage, .. }
         | ConnectionsCommand::RotateKey { storage }
         | ConnectionsCommand::Reencrypt { storage } => storage,
     };
-    let db = open(storage).await?;
-    let keys = crate::secrets::KeyRing::load_or_create(&storage.data_dir)?;
-    let conns = Connections::new(db.clone(), keys, EnvFallback::from_process());
+    let (db, conns) = open_connections(storage).await?;
     match action {
         ConnectionsCommand::List { .. } => {
             for c in conns.list().await? {
@@ -922,8 +905,8 @@ async fn flows(action: FlowsCommand) -> anyhow::Result<()> {
             let r = registry::register(&engine, &project, &name, &source, "cli", true).await;
             engine.stop().await;
             let r = r.map_err(|e| anyhow::anyhow!("{e}"))?;
-            open(&storage)
-                .await?
+            engine
+                .db
                 .audit(
                     "cli",
                     "flow.register",
@@ -1020,8 +1003,8 @@ async fn flows(action: FlowsCommand) -> anyhow::Result<()> {
                 .connections()
                 .known_secrets()
                 .redact_json(&params.clone().into());
-            open(&storage)
-                .await?
+            engine
+                .db
                 .audit("cli", "run.trigger", &format!("{flow} (cli)"), detail)
                 .await?;
             let outcome = if wait || task.is_some() {
@@ -1056,6 +1039,19 @@ async fn flows(action: FlowsCommand) -> anyhow::Result<()> {
 
 async fn open(storage: &StorageArgs) -> anyhow::Result<Db> {
     Ok(Db::connect(storage.database_url.as_deref(), &storage.data_dir).await?)
+}
+
+/// The database and the connections stored in it, with the key ring of the data directory.
+async fn open_connections(
+    storage: &StorageArgs,
+) -> anyhow::Result<(Db, crate::connections::Connections)> {
+    use crate::connections::{Connections, EnvFallback};
+    let db = open(storage).await?;
+    let keys = crate::secrets::KeyRing::load_or_create(&storage.data_dir)?;
+    Ok((
+        db.clone(),
+        Connections::new(db, keys, EnvFallback::from_process()),
+    ))
 }
 
 fn read_password(from_stdin: bool) -> anyhow::Result<Option<String>> {

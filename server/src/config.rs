@@ -158,3 +158,12 @@ impl EngineArgs {
         c
     }
 }
+
+/// The address a process on this machine reaches a server listening on `addr` at: a server
+/// bound to 0.0.0.0 / :: is asked on loopback.
+pub fn local_address_of(mut addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addr
+}

@@ -100,12 +100,8 @@ impl Application {
                 .merge(router);
             // Tasks call both over loopback (even when serving on 0.0.0.0) unless workers
             // elsewhere need another address.
-            let mut loopback = local;
-            if loopback.ip().is_unspecified() {
-                loopback.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
             let server_url = args.demo_url.as_deref().map_or_else(
-                || format!("http://{loopback}"),
+                || format!("http://{}", crate::config::local_address_of(local)),
                 |u| u.trim_end_matches('/').to_owned(),
             );
             let base_url = format!("{server_url}{DEMO_SIMULATOR_PATH}");

@@ -134,8 +134,8 @@ impl ServerBackend {
         Shown::for_engine(&self.engine)
     }
 
-    fn instance_summary(&self, ti: &TiRow) -> InstanceSummary {
-        let secrets = self.shown();
+    /// `shown` is made once per request: a page of instances shares it.
+    fn instance_summary(secrets: &Shown, ti: &TiRow) -> InstanceSummary {
         let output: Option<Value> = ti
             .output
             .as_deref()
@@ -437,7 +437,9 @@ impl Console for ServerBackend {
                     .into_iter()
                     .next()
             };
-            let single = single_row.as_ref().map(|ti| self.instance_summary(ti));
+            let single = single_row
+                .as_ref()
+                .map(|ti| Self::instance_summary(&self.shown(), ti));
             if let Some(ti) = single_row {
                 unmapped.insert(task_id.clone(), ti);
             }
@@ -592,7 +594,12 @@ impl Console for ServerBackend {
             })
             .await?;
         Ok(InstancePage {
-            rows: rows.iter().map(|ti| self.instance_summary(ti)).collect(),
+            rows: {
+                let shown = self.shown();
+                rows.iter()
+                    .map(|ti| Self::instance_summary(&shown, ti))
+                    .collect()
+            },
             total,
             page,
             page_size: INSTANCE_PAGE,
@@ -633,7 +640,7 @@ impl Console for ServerBackend {
             });
         }
         Ok(InstanceDetail {
-            instance: self.instance_summary(&ti),
+            instance: Self::instance_summary(&self.shown(), &ti),
             pipeline_id: run.pipeline_id,
             run_state: run.state,
             input: self.pretty_redacted(ti.input.as_deref()),

@@ -23,7 +23,8 @@ pub(crate) struct Committed {
     pub sha256: String,
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of a digest (SHA-256 values everywhere in the project).
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -35,6 +35,7 @@ use serde::Serialize;
 
 use crate::imednet::model::Record;
 
+pub use atomic::hex;
 pub use driver::{ExportOutcome, export_stream};
 pub use error::ExportError;
 pub use filter::{FilterStats, RecordFilter};

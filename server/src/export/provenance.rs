@@ -3,6 +3,7 @@
 //! parameters, who triggered it and the audit entry that records it, and per file: the study,
 //! connection id (never a secret), filters, rows, size, SHA-256 and times.
 //! `trialflow verify-export` re-hashes the files against it.
+use super::hex;
 use crate::operators::Services;
 use crate::store::connections::ArtifactRow;
 use crate::store::engine::TiRow;
@@ -196,13 +197,8 @@ fn input_field(ti: &TiRow, name: &str) -> Option<String> {
 }
 
 fn utc(ms: Option<i64>) -> Value {
-    ms.and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|t| Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
-        .unwrap_or(Value::Null)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    ms.and_then(crate::store::utc_text)
+        .map_or(Value::Null, Value::String)
 }
 
 /// One file's outcome when a folder is checked against its manifest.

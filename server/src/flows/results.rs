@@ -161,10 +161,7 @@ fn write_canonical(value: &Value, out: &mut String) {
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::export::hex(&Sha256::digest(data))
 }
 
 /// Why a walk stopped: at which step of the index, on what segment, and what it found there.

@@ -88,7 +88,7 @@ pub fn router(
         .layer(session_layer)
         .layer(axum::middleware::from_fn(csrf::refuse_cross_site))
         // Nothing the console posts comes near this (a pasted pipeline is kilobytes); larger
-        // bodies are refused with 413 before anything reads them.
+        // bodies are refused with 413 (by Content-Length, or once a streamed body passes it).
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_REQUEST_BODY,
         ))

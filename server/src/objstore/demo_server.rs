@@ -339,13 +339,7 @@ async fn write_body(path: &Path, body: Body) -> S3Result<String> {
 }
 
 fn etag_of(digest: Sha256) -> String {
-    let hex: String = digest
-        .finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("\"{hex}\"")
+    format!("\"{}\"", crate::export::hex(&digest.finalize()[..16]))
 }
 
 fn with_etag(etag: &str) -> Response {

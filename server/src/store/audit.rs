@@ -65,8 +65,7 @@ pub fn entry_hash(
         detail,
         prev_hash
     ]);
-    let digest = Sha256::digest(canonical.to_string().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::export::hex(&Sha256::digest(canonical.to_string().as_bytes()))
 }
 
 /// Appends one entry inside `$tx`: takes the head's row lock (SQLite already holds the write

@@ -209,6 +209,12 @@ async fn open_sqlite(options: SqliteConnectOptions) -> StoreResult<SqlitePool> {
 }
 
 /// Milliseconds since the Unix epoch: the one time representation stored by both backends.
+/// Milliseconds since the epoch as RFC 3339 UTC with milliseconds (exports, manifests).
+pub fn utc_text(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
 pub fn now_ms() -> i64 {
     use std::time::{SystemTime, UNIX_EPOCH};
     SystemTime::now()
