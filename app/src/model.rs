@@ -119,6 +119,10 @@ pub enum ConnectionKind {
     Imednet,
     /// S3 or an S3-compatible object store.
     Aws,
+    /// An alert target: an HTTP endpoint that receives signed JSON.
+    Webhook,
+    /// An alert target: a mail server and the addresses to write to.
+    Smtp,
 }
 
 /// One input of a connection form.
@@ -195,13 +199,56 @@ const AWS_FIELDS: &[ConnectionField] = &[
     ),
 ];
 
+const WEBHOOK_FIELDS: &[ConnectionField] = &[
+    secret(
+        "url",
+        "URL",
+        "Where alerts are POSTed; kept secret, as chat webhooks carry their token in the URL",
+    ),
+    secret(
+        "signing_secret",
+        "Signing secret",
+        "Signs each body: X-Trialflow-Signature: sha256=HMAC(secret, timestamp.body)",
+    ),
+];
+
+const SMTP_FIELDS: &[ConnectionField] = &[
+    field("host", "Host", "The mail server, e.g. smtp.example.org"),
+    field(
+        "port",
+        "Port",
+        "Blank: 587 for starttls, 465 for tls, 25 for none",
+    ),
+    field("security", "Security", "starttls (blank), tls or none"),
+    field("username", "Username", "Blank: no authentication"),
+    secret("password", "Password", ""),
+    field(
+        "from",
+        "From",
+        "The sender address, e.g. trialflow@example.org",
+    ),
+    field("to", "To", "Recipients, separated by commas"),
+];
+
 impl ConnectionKind {
-    pub const ALL: [ConnectionKind; 2] = [ConnectionKind::Imednet, ConnectionKind::Aws];
+    pub const ALL: [ConnectionKind; 4] = [
+        ConnectionKind::Imednet,
+        ConnectionKind::Aws,
+        ConnectionKind::Webhook,
+        ConnectionKind::Smtp,
+    ];
+
+    /// Kinds that pipelines name as alert targets.
+    pub fn is_alert_target(self) -> bool {
+        matches!(self, ConnectionKind::Webhook | ConnectionKind::Smtp)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
             ConnectionKind::Imednet => "imednet",
             ConnectionKind::Aws => "aws",
+            ConnectionKind::Webhook => "webhook",
+            ConnectionKind::Smtp => "smtp",
         }
     }
 
@@ -210,6 +257,8 @@ impl ConnectionKind {
         match self {
             ConnectionKind::Imednet => "imednet_default",
             ConnectionKind::Aws => "aws_default",
+            ConnectionKind::Webhook => "webhook_default",
+            ConnectionKind::Smtp => "smtp_default",
         }
     }
 
@@ -217,6 +266,8 @@ impl ConnectionKind {
         match self {
             ConnectionKind::Imednet => IMEDNET_FIELDS,
             ConnectionKind::Aws => AWS_FIELDS,
+            ConnectionKind::Webhook => WEBHOOK_FIELDS,
+            ConnectionKind::Smtp => SMTP_FIELDS,
         }
     }
 
@@ -237,8 +288,10 @@ impl FromStr for ConnectionKind {
         match s.trim().to_ascii_lowercase().as_str() {
             "imednet" => Ok(ConnectionKind::Imednet),
             "aws" | "s3" => Ok(ConnectionKind::Aws),
+            "webhook" => Ok(ConnectionKind::Webhook),
+            "smtp" | "email" => Ok(ConnectionKind::Smtp),
             other => Err(format!(
-                "unknown connection kind '{other}': expected imednet or aws"
+                "unknown connection kind '{other}': expected imednet, aws, webhook or smtp"
             )),
         }
     }
@@ -295,6 +348,15 @@ pub struct ConnectionInput {
     pub endpoint_url: Option<String>,
     pub path_style: Option<String>,
     pub bucket: Option<String>,
+    pub url: Option<String>,
+    pub signing_secret: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<String>,
+    pub security: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
     pub clear: Vec<String>,
 }
 
@@ -312,6 +374,15 @@ impl ConnectionInput {
             "endpoint_url" => self.endpoint_url.as_deref(),
             "path_style" => self.path_style.as_deref(),
             "bucket" => self.bucket.as_deref(),
+            "url" => self.url.as_deref(),
+            "signing_secret" => self.signing_secret.as_deref(),
+            "host" => self.host.as_deref(),
+            "port" => self.port.as_deref(),
+            "security" => self.security.as_deref(),
+            "username" => self.username.as_deref(),
+            "password" => self.password.as_deref(),
+            "from" => self.from.as_deref(),
+            "to" => self.to.as_deref(),
             _ => None,
         }
     }
@@ -331,6 +402,20 @@ pub struct ConnectionTest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_connection_field_reaches_the_server_by_its_name() {
+        for kind in ConnectionKind::ALL {
+            for f in kind.fields() {
+                let mut form = serde_json::Map::new();
+                form.insert(f.name.into(), "v".into());
+                let input: ConnectionInput =
+                    serde_json::from_value(form.into()).expect("form decodes");
+                assert_eq!(input.value(f.name), Some("v"), "{kind}.{}", f.name);
+            }
+            assert_eq!(kind.as_str().parse::<ConnectionKind>(), Ok(kind));
+        }
+    }
 
     #[test]
     fn roles_are_ordered_by_power() {

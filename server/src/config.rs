@@ -119,6 +119,17 @@ pub struct EngineArgs {
         value_delimiter = ','
     )]
     pub filesystems: Vec<String>,
+    /// The address people open the console at (e.g. https://trialflow.example.org); alerts
+    /// link to the run under it.
+    #[arg(long, env = "TRIALFLOW_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Seconds before an undelivered alert is sent again; each further retry waits 4× longer
+    /// (at most an hour).
+    #[arg(long, env = "TRIALFLOW_ALERT_RETRY_SECONDS", default_value_t = 10.0)]
+    pub alert_retry_seconds: f64,
+    /// Attempts per alert delivery, the first one included.
+    #[arg(long, env = "TRIALFLOW_ALERT_ATTEMPTS", default_value_t = 6)]
+    pub alert_attempts: u32,
 }
 
 impl Default for EngineArgs {
@@ -132,6 +143,9 @@ impl Default for EngineArgs {
             heartbeat_seconds: 5,
             export_root: None,
             filesystems: Vec::new(),
+            public_url: None,
+            alert_retry_seconds: 10.0,
+            alert_attempts: 6,
         }
     }
 }
@@ -155,6 +169,12 @@ impl EngineArgs {
             c.export_root = root.clone();
         }
         c.filesystems = self.filesystems.clone();
+        c.alerts = crate::alerts::AlertConfig {
+            public_url: self.public_url.clone(),
+            retry_delay: std::time::Duration::try_from_secs_f64(self.alert_retry_seconds)
+                .unwrap_or(c.alerts.retry_delay),
+            max_attempts: self.alert_attempts.max(1),
+        };
         c
     }
 }

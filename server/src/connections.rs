@@ -5,6 +5,8 @@
 //! clients that need them. Everything shown to people is built from [`ConnectionInfo`] and
 //! [`Connections::describe`], which carry `***` and "configured" flags, never a value.
 //!
+//! Webhook and SMTP connections are alert targets ([`targets`]).
+//!
 //! iMednet fields fall back to `IMEDNET_API_KEY`, `IMEDNET_SECURITY_KEY` and `IMEDNET_BASE_URL`
 //! where the connection leaves them blank, like the provider.
 use crate::imednet::{ClientConfig, ImednetClient};
@@ -17,6 +19,8 @@ use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+
+pub mod targets;
 
 /// Who the demo connection is recorded as made by.
 const DEMO_ACTOR: &str = "demo";
@@ -716,6 +720,7 @@ impl Connections {
                 },
                 Err(e) => Err(e.to_string()),
             },
+            ConnectionKind::Webhook | ConnectionKind::Smtp => self.test_alert_target(conn_id).await,
         };
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Ok(match outcome {
@@ -734,6 +739,34 @@ impl Connections {
                 count: None,
             },
         })
+    }
+
+    /// Webhook: posts a signed `test` event; mail server: connects and logs in, sends nothing.
+    async fn test_alert_target(&self, conn_id: &str) -> Result<(String, Option<u64>), String> {
+        let target = self
+            .alert_target(conn_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let answer = match &target {
+            targets::AlertTarget::Smtp(smtp) => smtp.check().await,
+            targets::AlertTarget::Webhook(_) => {
+                let body = json!({"event": "test", "conn_id": conn_id}).to_string();
+                let alert = targets::Alert {
+                    delivery_id: 0,
+                    event: "test",
+                    body: &body,
+                    subject: "trialflow test",
+                    text: "",
+                };
+                target
+                    .send(&targets::webhook_client(), &alert)
+                    .await
+                    .map(|answer| format!("The webhook accepted a signed test event ({answer})"))
+            }
+        };
+        answer
+            .map(|m| (m, None))
+            .map_err(|e| e.message().to_string())
     }
 
     /// Adds a new active key to the key file and re-encrypts every stored secret with it.
@@ -836,6 +869,17 @@ fn validate_fields(
                     "contains a line break or control character",
                 ));
             }
+            // The webhook URL is secret: the message must not repeat it.
+            if f.name == "url"
+                && !value.is_empty()
+                && reqwest::Url::parse(value)
+                    .map_or(true, |u| !matches!(u.scheme(), "http" | "https"))
+            {
+                return Err(ConnectionError::invalid(
+                    "url",
+                    "is not an http:// or https:// URL",
+                ));
+            }
             if !value.is_empty() {
                 secrets.push((f.name.to_string(), SecretString::from(value)));
             }
@@ -854,6 +898,43 @@ fn validate_fields(
                 if !value.is_empty() {
                     crate::objstore::parse_s3_url(&format!("s3://{value}/x"))
                         .map_err(|e| ConnectionError::invalid("bucket", e.to_string()))?;
+                }
+                json!(value)
+            }
+            "host" => {
+                if !value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+                {
+                    return Err(ConnectionError::invalid(
+                        "host",
+                        format!("`{value}` is not a host name or address"),
+                    ));
+                }
+                json!(value)
+            }
+            "port" => {
+                if !value.is_empty() && value.parse::<u16>().map_or(true, |p| p == 0) {
+                    return Err(ConnectionError::invalid(
+                        "port",
+                        format!("`{value}` is not a port number (1 to 65535)"),
+                    ));
+                }
+                json!(value)
+            }
+            "security" => {
+                targets::SmtpSecurity::parse(value)
+                    .map_err(|e| ConnectionError::invalid("security", e))?;
+                json!(value.to_ascii_lowercase())
+            }
+            "from" | "to" => {
+                let addresses = targets::parse_mailboxes(value)
+                    .map_err(|e| ConnectionError::invalid(f.name, e))?;
+                if f.name == "from" && addresses.len() > 1 {
+                    return Err(ConnectionError::invalid(
+                        "from",
+                        "names more than one sender",
+                    ));
                 }
                 json!(value)
             }

@@ -1,5 +1,6 @@
 //! Everything behind the UI's port: configuration, HTTP, storage, users and the modes of the
 //! `trialflow` binary.
+pub mod alerts;
 pub mod audit;
 pub mod backend;
 pub mod bootstrap;

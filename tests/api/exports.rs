@@ -12,6 +12,15 @@ use trialflow::imednet::{ClientConfig, ImednetClient, ListParams};
 
 /// The demo app with extra pipelines from YAML sources.
 pub async fn demo_app_with(backend: Backend, pipelines: &[(&str, &str)]) -> TestApp {
+    demo_app_configured(backend, pipelines, |_| {}).await
+}
+
+/// [`demo_app_with`], with further settings.
+pub async fn demo_app_configured(
+    backend: Backend,
+    pipelines: &[(&str, &str)],
+    configure: impl FnOnce(&mut trialflow::config::ServeArgs),
+) -> TestApp {
     let pipelines: Vec<(String, String)> = pipelines
         .iter()
         .map(|(n, s)| (n.to_string(), s.to_string()))
@@ -24,6 +33,7 @@ pub async fn demo_app_with(backend: Backend, pipelines: &[(&str, &str)]) -> Test
             std::fs::write(dir.join(name), source).unwrap();
         }
         args.engine.pipelines_dir = Some(dir);
+        configure(args);
     })
     .await
 }

@@ -1,6 +1,7 @@
 //! Integration tests: the real application on port 0 with a fresh database, spoken to over HTTP.
 mod helpers;
 
+mod alerts;
 mod audit;
 mod auth;
 mod connections;

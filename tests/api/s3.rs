@@ -106,7 +106,7 @@ impl Drop for Moto {
 }
 
 /// Lets the OS pick a port; the tiny race until moto binds it is acceptable in tests.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind")

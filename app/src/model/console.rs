@@ -59,6 +59,10 @@ pub struct PipelineDetail {
     pub runs: Vec<RunListItem>,
     /// The last runs (up to 50), oldest first, for the history chart.
     pub history: Vec<RunBar>,
+    /// The expected longest run, as written (e.g. `2h`).
+    pub sla: Option<String>,
+    /// Alert targets per event, e.g. `on_failure → ops_hook, ops_mail`.
+    pub alerts: Vec<String>,
 }
 
 /// One run in a pipeline's history chart.
@@ -173,6 +177,25 @@ pub struct RunDetail {
     /// For a flow of flows: each child flow's run and what it was given.
     pub children: Vec<ChildRun>,
     pub timeline: RunTimeline,
+    /// What the run told its pipeline's alert targets, oldest first.
+    pub alerts: Vec<AlertDeliveryInfo>,
+}
+
+/// One alert of a run to one webhook or mail target, and how its delivery went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertDeliveryInfo {
+    pub id: i64,
+    /// `failure`, `success` or `sla_miss`.
+    pub event: String,
+    pub conn_id: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+    /// When a pending delivery is tried next.
+    pub next_attempt_at: Option<i64>,
 }
 
 /// One child of a flow-of-flows run.

@@ -87,6 +87,10 @@ fn ConnectionTable(
                         let endpoint = match c.kind {
                             ConnectionKind::Imednet => c.setting("base_url").to_string(),
                             ConnectionKind::Aws => c.setting("endpoint_url").to_string(),
+                            ConnectionKind::Webhook => String::new(),
+                            ConnectionKind::Smtp => {
+                                format!("{} → {}", c.setting("host"), c.setting("to"))
+                            }
                         };
                         let edit_href = format!("/connections?edit={}", c.conn_id);
                         let delete_label = format!("Delete {}", c.conn_id);
@@ -218,6 +222,8 @@ fn NewForms(save: ServerAction<SaveConnection>) -> impl IntoView {
             let title = match kind {
                 ConnectionKind::Imednet => "Add an iMednet connection",
                 ConnectionKind::Aws => "Add an S3 connection",
+                ConnectionKind::Webhook => "Add a webhook alert target",
+                ConnectionKind::Smtp => "Add an email (SMTP) alert target",
             };
             let inputs = field_inputs(kind, &prefix, None);
             view! {

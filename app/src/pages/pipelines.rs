@@ -126,6 +126,12 @@ fn PipelineView(detail: PipelineDetail) -> impl IntoView {
             {p.next_run_at.map(|t| format!(" · next run {}", format_utc(t)))}
             {format!(" · defined in {}", detail.origin)}
         </p>
+        {(detail.sla.is_some() || !detail.alerts.is_empty()).then(|| view! {
+            <p class="muted" data-testid="pipeline-alerts">
+                {detail.sla.clone().map(|s| format!("SLA {s}"))}
+                {detail.alerts.iter().map(|a| format!(" · {a}")).collect::<String>()}
+            </p>
+        })}
         <Show when=move || may_trigger.get()>
             <TriggerPanel pipeline_id=pipeline_id.clone() params=trigger_params.clone()/>
         </Show>

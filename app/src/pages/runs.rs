@@ -12,8 +12,8 @@ use crate::components::widgets::{
 use crate::error::AppError;
 use crate::live::subscribe;
 use crate::model::{
-    ChildRun, InstanceDetail, InstancePage, InstanceQuery, InstanceSummary, LogLineInfo, Role,
-    RunDetail, RunList, RunListItem, RunListQuery, STATE_ORDER, TaskProgress,
+    AlertDeliveryInfo, ChildRun, InstanceDetail, InstancePage, InstanceQuery, InstanceSummary,
+    LogLineInfo, Role, RunDetail, RunList, RunListItem, RunListQuery, STATE_ORDER, TaskProgress,
 };
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -245,6 +245,7 @@ pub fn RunPage() -> impl IntoView {
                 {timeline_chart(run.timeline)}
             })}
             {move || run.get().and_then(Result::ok).map(|run| view! { <Artifacts run/> })}
+            {move || run.get().and_then(Result::ok).filter(|r| !r.alerts.is_empty()).map(|run| alert_table(run.alerts))}
         </Transition>
     }
 }
@@ -609,6 +610,47 @@ fn Artifacts(run: RunDetail) -> impl IntoView {
             <tbody>{rows}</tbody>
         </table></div>
         {(more > 0).then(|| view! { <p class="muted">{format!("and {more} more")}</p> })}
+    }
+}
+
+/// The run's alerts: which target heard what, and how delivery went.
+fn alert_table(alerts: Vec<AlertDeliveryInfo>) -> impl IntoView {
+    let rows = alerts
+        .into_iter()
+        .map(|a| {
+            let event = match a.event.as_str() {
+                "failure" => "failure",
+                "success" => "success",
+                "sla_miss" => "SLA missed",
+                other => other,
+            }
+            .to_string();
+            let outcome = match (a.delivered_at, a.next_attempt_at) {
+                (Some(at), _) => view! { "delivered " {when(at)} }.into_any(),
+                (None, Some(at)) => view! { "next try " {when(at)} }.into_any(),
+                (None, None) => view! { "gave up" }.into_any(),
+            };
+            view! {
+                <tr data-alert-state=a.state.clone()>
+                    <td>{event}</td>
+                    <td><code>{a.conn_id}</code></td>
+                    <td><span class=format!("badge state-{}", a.state)>{a.state.clone()}</span></td>
+                    <td>{a.attempts}</td>
+                    <td>{outcome}</td>
+                    <td class="clip">{a.last_error.unwrap_or_default()}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <h2>"Alerts"</h2>
+        <div class="table-wrap"><table class="table" data-testid="run-alerts">
+            <thead><tr>
+                <th scope="col">"Event"</th><th scope="col">"Target"</th><th scope="col">"State"</th>
+                <th scope="col">"Attempts"</th><th scope="col">"When"</th><th scope="col">"Last error"</th>
+            </tr></thead>
+            <tbody>{rows}</tbody>
+        </table></div>
     }
 }
 

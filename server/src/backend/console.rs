@@ -11,10 +11,10 @@ use crate::store::engine::{RunFilter, RunRow, TiRow};
 use crate::store::now_ms;
 use app::error::{AppError, FieldError};
 use app::model::{
-    ArtifactInfo, AttemptInfo, AuditChain, AuditInfo, AuditPage, ChildRun, CurrentUser,
-    DashboardInfo, InstanceDetail, InstancePage, InstanceQuery, InstanceSummary, LogLineInfo,
-    ParamInfo, PipelineDetail, PipelineSummary, PoolInfo, RunAction, RunBar, RunDetail, RunList,
-    RunListItem, RunListQuery, STATE_ORDER, TaskNode, TaskProgress, WorkerInfo,
+    AlertDeliveryInfo, ArtifactInfo, AttemptInfo, AuditChain, AuditInfo, AuditPage, ChildRun,
+    CurrentUser, DashboardInfo, InstanceDetail, InstancePage, InstanceQuery, InstanceSummary,
+    LogLineInfo, ParamInfo, PipelineDetail, PipelineSummary, PoolInfo, RunAction, RunBar,
+    RunDetail, RunList, RunListItem, RunListQuery, STATE_ORDER, TaskNode, TaskProgress, WorkerInfo,
 };
 use app::model::{FlowDetail, FlowInfo, FlowRegistered};
 use app::port::{Backend, Console, FlowRunOptions};
@@ -342,6 +342,16 @@ impl Console for ServerBackend {
             graph,
             runs,
             history,
+            sla: p.spec.sla.map(|d| d.to_string()),
+            alerts: [
+                ("on_failure", &p.spec.alerts.on_failure),
+                ("on_success", &p.spec.alerts.on_success),
+                ("on_sla_miss", &p.spec.alerts.on_sla_miss),
+            ]
+            .into_iter()
+            .filter(|(_, targets)| !targets.is_empty())
+            .map(|(event, targets)| format!("{event} → {}", targets.join(", ")))
+            .collect(),
         })
     }
 
@@ -527,9 +537,27 @@ impl Console for ServerBackend {
             &task_order,
         )
         .await?;
+        let alerts = self
+            .db
+            .run_deliveries(run_id)
+            .await?
+            .into_iter()
+            .map(|d| AlertDeliveryInfo {
+                id: d.id,
+                next_attempt_at: (d.state == "pending").then_some(d.next_attempt_at),
+                event: d.event,
+                conn_id: d.conn_id,
+                state: d.state,
+                attempts: d.attempts,
+                last_error: d.last_error.map(|e| secrets.text(&e)),
+                created_at: d.created_at,
+                delivered_at: d.delivered_at,
+            })
+            .collect();
         Ok(RunDetail {
             timeline,
             children,
+            alerts,
             id: run.id,
             pipeline_id: run.pipeline_id,
             state: run.state,

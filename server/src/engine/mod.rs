@@ -76,6 +76,8 @@ pub struct EngineConfig {
     pub export_root: PathBuf,
     /// Extra filesystems for flows' file references, as `ID=kind:…` (see `flows::files`).
     pub filesystems: Vec<String>,
+    /// Alert delivery; sent by processes that run the scheduler.
+    pub alerts: crate::alerts::AlertConfig,
 }
 
 impl EngineConfig {
@@ -94,6 +96,7 @@ impl EngineConfig {
             export_root: data_dir.join("exports"),
             data_dir,
             filesystems: Vec::new(),
+            alerts: crate::alerts::AlertConfig::default(),
         }
     }
 }
@@ -228,6 +231,14 @@ impl Engine {
         let mut handles = Vec::new();
         if engine.config.scheduler {
             handles.push(tokio::spawn(engine.clone().scheduler_loop()));
+            let alerts = crate::alerts::Dispatcher::new(
+                engine.db.clone(),
+                engine.services.connections.clone(),
+                engine.config.alerts.clone(),
+            );
+            handles.push(tokio::spawn(
+                alerts.run(engine.shutdown.clone(), engine.subscribe()),
+            ));
         }
         if engine.config.workers > 0 {
             let labels = engine.config.worker_labels.join(",");
@@ -342,6 +353,11 @@ impl Engine {
                 .map_err(|e| EngineError::Invalid(e.to_string()))?,
             run_name: options.run_name,
             start_after: options.start_after,
+            sla_due_at: pipeline
+                .spec
+                .sla
+                .map(|sla| options.start_after.unwrap_or(0).max(now_ms()) + sla.as_millis()),
+            alerts_pending: pipeline.spec.alerts.on_end(),
         };
         let (run_id, events) = self.db.create_run(&run, &tasks).await?;
         self.bus.publish(events);

@@ -53,7 +53,46 @@ pub struct PipelineSpec {
     pub labels: Vec<String>,
     #[serde(default)]
     pub params: IndexMap<String, ParamSpec>,
+    /// How long a run may take from being queued (or from its start time) to its end before
+    /// `alerts.on_sla_miss` is told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla: Option<Dur>,
+    #[serde(default, skip_serializing_if = "AlertSpec::is_empty")]
+    pub alerts: AlertSpec,
     pub tasks: IndexMap<String, TaskSpec>,
+}
+
+/// Who hears about a run's end: webhook or smtp connection ids per event.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_success: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_sla_miss: Vec<String>,
+}
+
+impl AlertSpec {
+    pub fn is_empty(&self) -> bool {
+        self.on_failure.is_empty() && self.on_success.is_empty() && self.on_sla_miss.is_empty()
+    }
+
+    /// Whether a run's end has anyone to tell.
+    pub fn on_end(&self) -> bool {
+        !self.on_failure.is_empty() || !self.on_success.is_empty()
+    }
+
+    /// The targets of one event (`failure`, `success` or `sla_miss`).
+    pub fn targets(&self, event: &str) -> &[String] {
+        match event {
+            "failure" => &self.on_failure,
+            "success" => &self.on_success,
+            "sla_miss" => &self.on_sla_miss,
+            _ => &[],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -270,6 +309,27 @@ fn validate(
             .with_seconds_optional()
             .parse()
             .map_err(|e| err(&["schedule"], format!("bad schedule '{cron}': {e}")))?;
+    }
+    if spec.sla.is_some_and(|d| d.0.is_zero()) {
+        return Err(err(&["sla"], "sla must be longer than zero".into()));
+    }
+    if !spec.alerts.on_sla_miss.is_empty() && spec.sla.is_none() {
+        return Err(err(
+            &["alerts", "on_sla_miss"],
+            "alerts.on_sla_miss needs an `sla` (e.g. sla: 2h)".into(),
+        ));
+    }
+    for (event, targets) in [
+        ("on_failure", &spec.alerts.on_failure),
+        ("on_success", &spec.alerts.on_success),
+        ("on_sla_miss", &spec.alerts.on_sla_miss),
+    ] {
+        if let Some(bad) = targets.iter().find(|t| !valid_id(t)) {
+            return Err(err(
+                &["alerts", event],
+                format!("alerts.{event}: '{bad}' is not a connection id"),
+            ));
+        }
     }
     for (name, param) in &spec.params {
         if let Some(default) = &param.default {

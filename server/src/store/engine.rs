@@ -3,32 +3,11 @@
 //! Every state transition and result write happens in one transaction together with the event
 //! that announces it. Workers' writes are fenced: a completion names the fence it was claimed
 //! with, and a stale fence (the attempt was reclaimed, cancelled or cleared) changes nothing.
-use super::{Db, StoreResult, execute_on, now_ms, on_pool};
+use super::{Db, StoreResult, execute_on, now_ms, on_pool, transaction};
 use app::state::{RunState, TaskState};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
-
-/// Runs a block inside a write transaction on either backend. SQLite takes the write lock up
-/// front (`BEGIN IMMEDIATE`) so a read-then-write transaction cannot fail half-way.
-macro_rules! transaction {
-    ($db:expr, $tx:ident => $body:block) => {
-        match $db {
-            Db::Sqlite(pool) => {
-                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let out = $body;
-                $tx.commit().await?;
-                out
-            }
-            Db::Postgres(pool) => {
-                let mut $tx = pool.begin().await?;
-                let out = $body;
-                $tx.commit().await?;
-                out
-            }
-        }
-    };
-}
 
 /// Inserts an event in the current transaction and remembers it for publishing after commit.
 macro_rules! push_event {
@@ -263,6 +242,10 @@ pub struct NewRun {
     pub spec: String,
     pub run_name: Option<String>,
     pub start_after: Option<i64>,
+    /// When the run misses its SLA unless it has ended.
+    pub sla_due_at: Option<i64>,
+    /// The pipeline has targets for the run's end.
+    pub alerts_pending: bool,
 }
 
 /// A task instance a worker has claimed.
@@ -448,10 +431,11 @@ impl Db {
             let mut events = Vec::new();
             let run_id: i64 = sqlx::query_scalar(
                 "INSERT INTO runs (pipeline_id, state, conf, run_trigger, triggered_by, logical_date, labels, spec, queued_at, \
-                   run_name, start_after) VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id")
+                   run_name, start_after, sla_due_at, alerts_pending) \
+                 VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id")
                 .bind(&run.pipeline_id).bind(&conf).bind(&run.trigger).bind(&run.triggered_by)
                 .bind(run.logical_date).bind(&run.labels).bind(&run.spec).bind(now)
-                .bind(&run.run_name).bind(run.start_after)
+                .bind(&run.run_name).bind(run.start_after).bind(run.sla_due_at).bind(run.alerts_pending)
                 .fetch_one(&mut *tx).await?;
             for t in tasks {
                 insert_instance!(tx, run_id, t);

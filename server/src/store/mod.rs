@@ -3,6 +3,7 @@
 //! Queries are written once in SQL both engines accept (`$1` placeholders, `RETURNING`,
 //! `ON CONFLICT`, integer milliseconds for time) and run on either pool through [`on_pool!`].
 //! Engine-specific work (locking, notifications) lives in the backend's own module.
+pub mod alerts;
 pub mod audit;
 pub mod connections;
 pub mod console;
@@ -42,6 +43,28 @@ macro_rules! execute_on {
     };
 }
 pub(crate) use execute_on;
+
+/// Runs a block inside a write transaction on either backend. SQLite takes the write lock up
+/// front (`BEGIN IMMEDIATE`) so a read-then-write transaction cannot fail half-way.
+macro_rules! transaction {
+    ($db:expr, $tx:ident => $body:block) => {
+        match $db {
+            $crate::store::Db::Sqlite(pool) => {
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            $crate::store::Db::Postgres(pool) => {
+                let mut $tx = pool.begin().await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+        }
+    };
+}
+pub(crate) use transaction;
 
 #[derive(Clone, Debug)]
 pub enum Db {
