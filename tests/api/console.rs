@@ -628,6 +628,84 @@ async fn read_events(
 }
 
 #[tokio::test]
+async fn watchers_of_a_run_share_each_update_and_late_joiners_miss_nothing() {
+    for backend in BACKENDS {
+        let app = spawn_app_on(backend).await;
+        register(&app, FANOUT).await;
+        let user = app.client_as(Role::User).await;
+        let res = app
+            .call(
+                &user,
+                "/api/user/trigger_form",
+                &[("pipeline_id", "fanout"), ("fields[n]", "400")],
+            )
+            .await;
+        let run_id: i64 = res.json().await.expect("run id");
+        let follow = |delay: Duration| {
+            let (user, url) = (
+                user.clone(),
+                app.url(&format!("/events/runs/{run_id}?after=0")),
+            );
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let res = user.get(url).send().await.expect("stream");
+                read_events(res, Duration::from_secs(60), |_, data| {
+                    data.contains("\"run_state\":\"success\"")
+                })
+                .await
+            })
+        };
+        // Three from the start, two joining while the run is under way.
+        let streams: Vec<_> = [0, 0, 0, 250, 600]
+            .into_iter()
+            .map(|ms| follow(Duration::from_millis(ms)))
+            .collect();
+        let mut seen = Vec::new();
+        for s in streams {
+            seen.push(s.await.expect("stream task"));
+        }
+        let all_events = app
+            .db
+            .run_events_since(run_id, 0, 100_000)
+            .await
+            .expect("events")
+            .len() as u64;
+        for (i, messages) in seen.iter().enumerate() {
+            let covered: u64 = messages
+                .iter()
+                .map(|(_, _, d)| {
+                    serde_json::from_str::<Value>(d)
+                        .map_or(0, |v| v["events"].as_u64().unwrap_or(0))
+                })
+                .sum();
+            assert_eq!(
+                covered, all_events,
+                "{backend:?}: stream {i} covers every event once"
+            );
+            let ids: Vec<i64> = messages.iter().filter_map(|(id, _, _)| *id).collect();
+            assert!(
+                ids.windows(2).all(|w| w[0] < w[1]),
+                "stream {i}: ids increase"
+            );
+            assert!(
+                messages
+                    .last()
+                    .is_some_and(|(_, _, d)| d.contains("\"run_state\":\"success\""))
+            );
+        }
+        // The streams that started together received the very same updates: produced once.
+        assert_eq!(seen[0], seen[1], "{backend:?}");
+        assert_eq!(seen[0], seen[2], "{backend:?}");
+        // A late one that joined while the run ran ends on the same shared update.
+        for late in &seen[3..] {
+            if late.len() > 1 {
+                assert_eq!(late.last(), seen[0].last(), "{backend:?}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn run_events_are_coalesced_resumable_and_need_a_session() {
     for backend in BACKENDS {
         let app = spawn_app_on(backend).await;

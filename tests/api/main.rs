@@ -11,6 +11,7 @@ mod demo_s3;
 mod engine;
 mod exports;
 mod flows;
+mod hostile_input;
 mod imednet_client;
 mod limits;
 mod no_leak;

@@ -1,7 +1,10 @@
 //! No secret byte leaves the server. A real `trialflow serve --demo` process goes through a
 //! whole journey over HTTP (create, edit, test connections; trigger runs that succeed, fail and
 //! write to S3), then every response, page, event, task log, result, audit entry, exported
-//! file, S3 object, database file and line the process printed is searched for every secret.
+//! file, S3 object, database file and line the process printed is searched for every secret,
+//! as written, base64-encoded (at every alignment) and percent-encoded. Alert targets are in
+//! the journey too: a webhook whose URL carries a token and a mail server with a password,
+//! both unreachable, so their errors are stored and shown.
 use crate::crash::binary;
 use crate::s3::Moto;
 use std::path::{Path, PathBuf};
@@ -14,6 +17,9 @@ const BAD_API_KEY: &str = "journey-bad-api-key-5e1d";
 const BAD_SECURITY_KEY: &str = "journey-bad-security-key-0c4b";
 const AWS_KEY_ID: &str = "AKIDJOURNEY7788";
 const AWS_SECRET: &str = "journey-aws-secret-8a2f";
+const HOOK_TOKEN: &str = "journey-hook-url-token-91c3";
+const HOOK_SIGNING_SECRET: &str = "journey-hook-signing-secret-77e0";
+const SMTP_PASSWORD: &str = "journey-smtp-password-4d21";
 /// The demo simulator's keys: public, but still secrets as far as trialflow is concerned.
 const DEMO_KEYS: [&str; 2] = ["demo-api-key", "demo-security-key"];
 
@@ -26,6 +32,16 @@ tasks:
   raw:
     operator: imednet.to_s3
     args: { study_key: "ONC-202", s3_key: "raw/records.json", imednet_conn_id: journey_ok, aws_conn_id: journey_s3 }
+"#;
+
+const ALERT_PIPELINE: &str = r#"
+id: journey_alerts
+alerts:
+  on_failure: [journey_hook, journey_mail]
+tasks:
+  work:
+    operator: fail
+    args: { fatal: true }
 "#;
 
 struct Server {
@@ -46,6 +62,7 @@ fn start_server() -> Server {
     let pipelines = dir.path().join("pipelines");
     std::fs::create_dir_all(&pipelines).unwrap();
     std::fs::write(pipelines.join("journey_s3.yaml"), S3_PIPELINE).unwrap();
+    std::fs::write(pipelines.join("journey_alerts.yaml"), ALERT_PIPELINE).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -58,6 +75,8 @@ fn start_server() -> Server {
         .env("TRIALFLOW_PIPELINES_DIR", &pipelines)
         .env("TRIALFLOW_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("RUST_LOG", "info,trialflow=debug")
+        .env("TRIALFLOW_ALERT_RETRY_SECONDS", "0.1")
+        .env("TRIALFLOW_ALERT_ATTEMPTS", "2")
         .env_remove("DATABASE_URL")
         .env_remove("TRIALFLOW_SECRET_KEY")
         .env_remove("IMEDNET_API_KEY")
@@ -151,6 +170,35 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// The forms a secret could leave in: as is, percent-encoded, and the part of its base64 that
+/// any base64 text containing it must contain, for each of the three alignments.
+fn encodings(secret: &str) -> Vec<(String, String)> {
+    use base64::Engine;
+    let mut out = vec![("as written".to_string(), secret.to_string())];
+    let percent: String = secret
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    if percent != secret {
+        out.push(("percent-encoded".into(), percent));
+    }
+    for shift in 0..3 {
+        let mut bytes = vec![0u8; shift];
+        bytes.extend_from_slice(secret.as_bytes());
+        let text = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        // Characters that hold prefix bits, and the last group (padding), vary with context.
+        let skip = (shift * 8).div_ceil(6);
+        let stable = &text[skip..text.len().saturating_sub(4)];
+        out.push((format!("base64 at offset {shift}"), stable.to_string()));
+    }
+    out
+}
+
 #[tokio::test]
 async fn a_whole_journey_leaks_no_secret_anywhere() {
     let moto = Moto::start();
@@ -214,6 +262,26 @@ async fn a_whole_journey_leaks_no_secret_anywhere() {
             ("path_style", "on".into()),
             ("bucket", "journey-bucket".into()),
         ]),
+        save(vec![
+            ("conn_id", "journey_hook".into()),
+            ("kind", "webhook".into()),
+            ("create", "true".into()),
+            // Nothing listens on port 9: every attempt fails, and the error is stored.
+            ("url", format!("http://127.0.0.1:9/hooks/{HOOK_TOKEN}")),
+            ("signing_secret", HOOK_SIGNING_SECRET.into()),
+        ]),
+        save(vec![
+            ("conn_id", "journey_mail".into()),
+            ("kind", "smtp".into()),
+            ("create", "true".into()),
+            ("host", "127.0.0.1".into()),
+            ("port", "9".into()),
+            ("security", "none".into()),
+            ("username", "journey".into()),
+            ("password", SMTP_PASSWORD.into()),
+            ("from", "trialflow@example.org".into()),
+            ("to", "ops@example.org".into()),
+        ]),
         // An edit with blank secrets.
         save(vec![
             ("conn_id", "journey_bad".into()),
@@ -233,7 +301,13 @@ async fn a_whole_journey_leaks_no_secret_anywhere() {
         let (status, body) = seen.keep("save_connection", res).await;
         assert_eq!(status, 200, "{body}");
     }
-    for id in ["journey_ok", "journey_bad", "journey_s3"] {
+    for id in [
+        "journey_ok",
+        "journey_bad",
+        "journey_s3",
+        "journey_hook",
+        "journey_mail",
+    ] {
         let (status, body) = post(
             &mut seen,
             &http,
@@ -245,7 +319,7 @@ async fn a_whole_journey_leaks_no_secret_anywhere() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(
             body.contains("\"ok\":true"),
-            id != "journey_bad",
+            matches!(id, "journey_ok" | "journey_s3"),
             "{id}: {body}"
         );
         post(
@@ -263,6 +337,8 @@ async fn a_whole_journey_leaks_no_secret_anywhere() {
         "/connections",
         "/connections?edit=journey_bad",
         "/connections?edit=journey_s3",
+        "/connections?edit=journey_hook",
+        "/connections?edit=journey_mail",
     ] {
         let res = http.get(format!("{base}{page}")).send().await.unwrap();
         let (status, _) = seen.keep(page, res).await;
@@ -282,6 +358,7 @@ async fn a_whole_journey_leaks_no_secret_anywhere() {
             r#"{"connection": "journey_bad"}"#,
         ),
         ("journey_s3", ""),
+        ("journey_alerts", ""),
     ] {
         let (status, body) = post(
             &mut seen,
@@ -300,8 +377,22 @@ async fn a_whole_journey_leaks_no_secret_anywhere() {
         wait_for_end(&db, runs[0]).await,
         wait_for_end(&db, runs[1]).await,
         wait_for_end(&db, runs[2]).await,
+        wait_for_end(&db, runs[3]).await,
     ];
-    assert_eq!(states, ["success", "failed", "success"]);
+    assert_eq!(states, ["success", "failed", "success", "failed"]);
+    // Both alerts use up their two attempts; their errors are what the run page shows.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let deliveries = db.run_deliveries(runs[3]).await.unwrap();
+        if deliveries.len() == 2 && deliveries.iter().all(|d| d.state == "failed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alerts did not settle: {deliveries:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The console: run pages, instance pages with input, result, error and logs, the instance
     // table, and the live streams of runs and logs.
@@ -377,6 +468,9 @@ async fn a_whole_journey_leaks_no_secret_anywhere() {
         }
     }
     assert!(failure_seen, "the failing run failed for the right reason");
+    for d in db.run_deliveries(runs[3]).await.unwrap() {
+        stored.push(format!("{d:?}"));
+    }
     for a in db.audit_entries(1000).await.unwrap() {
         stored.push(format!("{a:?}"));
     }
@@ -406,9 +500,27 @@ async fn a_whole_journey_leaks_no_secret_anywhere() {
         .count();
     assert_eq!(exports, 3, "the successful reference run wrote three CSVs");
 
-    let mut secrets: Vec<&str> = vec![BAD_API_KEY, BAD_SECURITY_KEY, AWS_KEY_ID, AWS_SECRET];
+    let hook_url = format!("http://127.0.0.1:9/hooks/{HOOK_TOKEN}");
+    let mut secrets: Vec<&str> = vec![
+        BAD_API_KEY,
+        BAD_SECURITY_KEY,
+        AWS_KEY_ID,
+        AWS_SECRET,
+        HOOK_TOKEN,
+        HOOK_SIGNING_SECRET,
+        SMTP_PASSWORD,
+        &hook_url,
+    ];
     secrets.extend(DEMO_KEYS);
     secrets.extend(master_keys.iter().map(String::as_str));
+    let forms: Vec<(String, String)> = secrets
+        .iter()
+        .flat_map(|s| {
+            encodings(s)
+                .into_iter()
+                .map(move |(how, text)| (format!("{s:?} {how}"), text))
+        })
+        .collect();
     let mut blobs: Vec<(String, Vec<u8>)> =
         vec![("S3 parquet".into(), parquet), ("S3 json".into(), raw)];
     blobs.extend(
@@ -430,10 +542,10 @@ async fn a_whole_journey_leaks_no_secret_anywhere() {
         "the process log was captured: {log}"
     );
     for (what, bytes) in &blobs {
-        for secret in &secrets {
+        for (secret, text) in &forms {
             assert!(
-                !contains(bytes, secret.as_bytes()),
-                "{what} contains the secret {secret:?}"
+                !contains(bytes, text.as_bytes()),
+                "{what} contains the secret {secret}"
             );
         }
     }

@@ -21,6 +21,13 @@ pub struct ConsoleBenchOptions {
     /// Page renders to time.
     #[arg(long, default_value_t = 30)]
     pub renders: usize,
+    /// Then the same run three more times, side by side: unwatched, with this many clients
+    /// holding its event stream, and with clients reloading its page (`--page-loads`).
+    #[arg(long, default_value_t = 0)]
+    pub watchers: usize,
+    /// Run-page loads per second in the third of those runs.
+    #[arg(long, default_value_t = 100)]
+    pub page_loads: u32,
 }
 
 const PASSWORD: &str = "bench-console-password";
@@ -30,6 +37,171 @@ fn pipeline_yaml(n: usize) -> String {
     format!(
         "id: bench_console\nmax_active_tasks: 64\ntasks:\n  export:\n    operator: echo\n    partial: {{ rows: 60 }}\n    expand: {{ study: \"{{{{ range({n}) | list }}}}\" }}\n    map_key: \"STUDY-{{{{ item.study }}}}\"\n"
     )
+}
+
+/// CPU seconds (user + system) this process has used.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// Peak resident memory of this process, in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// One run of the benchmark pipeline to its end: wall seconds and CPU seconds used meanwhile.
+async fn timed_run(
+    client: &reqwest::Client,
+    base: &str,
+    engine: &crate::engine::Engine,
+    during: impl FnOnce(i64) -> Vec<tokio::task::JoinHandle<anyhow::Result<Vec<f64>>>>,
+) -> anyhow::Result<(f64, f64, Vec<Vec<f64>>)> {
+    let trigger = client
+        .post(format!("{base}/api/user/trigger_run"))
+        .form(&[("pipeline_id", "bench_console")])
+        .send()
+        .await?;
+    anyhow::ensure!(
+        trigger.status().is_success(),
+        "trigger answered {}",
+        trigger.status()
+    );
+    let run_id: i64 = trigger.json().await?;
+    let (cpu, started) = (cpu_seconds(), Instant::now());
+    let helpers = during(run_id);
+    let state = engine
+        .wait_for_run(run_id, Duration::from_secs(900))
+        .await?;
+    let (wall, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+    anyhow::ensure!(
+        state == app::state::RunState::Success,
+        "run {run_id} ended {state}"
+    );
+    let mut results = Vec::new();
+    for h in helpers {
+        h.abort();
+        if let Ok(Ok(r)) = h.await {
+            results.push(r);
+        }
+    }
+    Ok((wall, cpu, results))
+}
+
+/// The same run unwatched, with `watchers` held event streams, and with the run page loaded
+/// `page_loads` times a second; throughput and CPU of each, side by side in one process.
+async fn watch_load(
+    client: &reqwest::Client,
+    base: &str,
+    engine: &crate::engine::Engine,
+    watchers: usize,
+    page_loads: u32,
+    instances: usize,
+) -> anyhow::Result<Value> {
+    let (alone_s, alone_cpu, _) = timed_run(client, base, engine, |_| Vec::new()).await?;
+    let errors = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let messages = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (watched_s, watched_cpu, _) = timed_run(client, base, engine, |run_id| {
+        (0..watchers)
+            .map(|_| {
+                let (client, errors, messages) = (client.clone(), errors.clone(), messages.clone());
+                let url = format!("{base}/events/runs/{run_id}");
+                tokio::spawn(async move {
+                    let res = client.get(url).send().await?;
+                    if !res.status().is_success() {
+                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let mut body = res.bytes_stream();
+                    while let Some(chunk) = body.next().await {
+                        let chunk = chunk?;
+                        let n = chunk.windows(13).filter(|w| w == b"event: update").count();
+                        messages.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    anyhow::Ok(Vec::new())
+                })
+            })
+            .collect()
+    })
+    .await?;
+    let load_errors = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let load_times = std::sync::Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+    let (loaded_s, loaded_cpu, _) = timed_run(client, base, engine, |run_id| {
+        // Loaders share the rate; each waits for its answer, as a browser tab would.
+        let loaders = 16u32.min(page_loads.max(1));
+        let period = Duration::from_secs_f64(f64::from(loaders) / f64::from(page_loads.max(1)));
+        (0..loaders)
+            .map(|_| {
+                let (client, errors, times) =
+                    (client.clone(), load_errors.clone(), load_times.clone());
+                let url = format!("{base}/runs/{run_id}");
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(period);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tick.tick().await;
+                        let t = Instant::now();
+                        match client.get(&url).send().await {
+                            Ok(r) if r.status().is_success() => {
+                                let _ = r.bytes().await;
+                                if let Ok(mut times) = times.lock() {
+                                    times.push(t.elapsed().as_secs_f64() * 1000.0);
+                                }
+                            }
+                            _ => {
+                                errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    #[allow(unreachable_code)]
+                    anyhow::Ok(Vec::new())
+                })
+            })
+            .collect()
+    })
+    .await?;
+    let mut times = load_times.lock().map(|t| t.clone()).unwrap_or_default();
+    times.sort_by(f64::total_cmp);
+    let per_s = |secs: f64| round1(instances as f64 / secs);
+    let slowdown = |secs: f64| round1((secs / alone_s - 1.0) * 100.0);
+    Ok(json!({
+        "watchers": watchers,
+        "unwatched": { "seconds": round1(alone_s), "instances_per_s": per_s(alone_s), "cpu_seconds": round1(alone_cpu) },
+        "streams_held": {
+            "seconds": round1(watched_s), "instances_per_s": per_s(watched_s), "slowdown_pct": slowdown(watched_s),
+            "cpu_seconds": round1(watched_cpu),
+            "extra_cpu_pct_of_one_core": round1((watched_cpu - alone_cpu) / watched_s * 100.0),
+            "messages": messages.load(std::sync::atomic::Ordering::Relaxed),
+            "errors": errors.load(std::sync::atomic::Ordering::Relaxed),
+        },
+        "page_loads": {
+            "target_per_s": page_loads,
+            "seconds": round1(loaded_s), "instances_per_s": per_s(loaded_s), "slowdown_pct": slowdown(loaded_s),
+            "cpu_seconds": round1(loaded_cpu),
+            "loads": times.len(),
+            "loads_per_s": round1(times.len() as f64 / loaded_s),
+            "p50_ms": percentile(&times, 0.5),
+            "p99_ms": percentile(&times, 0.99),
+            "errors": load_errors.load(std::sync::atomic::Ordering::Relaxed),
+        },
+        "peak_rss_mib": peak_rss_mib(),
+    }))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -74,6 +246,7 @@ pub async fn run(opts: ConsoleBenchOptions) -> anyhow::Result<Value> {
     let base = format!("http://127.0.0.1:{}", app.port());
     crate::bootstrap::add_user(app.db(), "bench", Role::User, Some(PASSWORD.into())).await?;
     let db = app.db().clone();
+    let engine = app.engine().clone();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
 
     let client = reqwest::Client::builder()
@@ -159,7 +332,12 @@ pub async fn run(opts: ConsoleBenchOptions) -> anyhow::Result<Value> {
     let page_url =
         format!("{base}/runs/{run_id}?state=success&q=STUDY-99&sort=duration&dir=desc&page=2");
     let (page_times, _) = time_page(&client, &page_url, opts.renders).await?;
+    let watched = match opts.watchers {
+        0 => Value::Null,
+        n => watch_load(&client, &base, &engine, n, opts.page_loads, opts.instances).await?,
+    };
     Ok(json!({
+        "watched": watched,
         "instances": opts.instances,
         "render_ms": percentile(&times, 0.5),
         "render_ms_p95": percentile(&times, 0.95),

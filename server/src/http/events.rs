@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream, StreamExt};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -24,12 +24,12 @@ use tokio::sync::broadcast;
 pub const RUN_COALESCE: Duration = Duration::from_millis(300);
 const DASHBOARD_COALESCE: Duration = Duration::from_secs(1);
 /// A stream looks at the database this often even when the bus is silent.
-const FALLBACK_WAKE: Duration = Duration::from_secs(15);
+pub(super) const FALLBACK_WAKE: Duration = Duration::from_secs(15);
 const LOG_WAKE: Duration = Duration::from_millis(500);
-const BACKLOG_LIMIT: i64 = 10_000;
+pub(super) const BACKLOG_LIMIT: i64 = 10_000;
 const CHANGED_LIMIT: usize = 200;
 /// How far below its cursor a run stream looks again for events committed late.
-const LATE_COMMIT_LOOKBACK: i64 = 1_000;
+pub(super) const LATE_COMMIT_LOOKBACK: i64 = 1_000;
 
 #[derive(serde::Deserialize, Default)]
 pub struct Resume {
@@ -65,7 +65,7 @@ where
 
 /// Waits until the bus reports something `wanted`, the bus lags (something happened), or the
 /// fallback period passes. `false` when the bus is gone (the server is stopping).
-async fn wait_for(
+pub(super) async fn wait_for(
     rx: &mut broadcast::Receiver<EngineEvent>,
     wanted: impl Fn(&EngineEvent) -> bool,
     fallback: Duration,
@@ -84,7 +84,7 @@ async fn wait_for(
 }
 
 /// Empties what queued up while the stream was asleep (the database read covers it).
-fn drain(rx: &mut broadcast::Receiver<EngineEvent>) {
+pub(super) fn drain(rx: &mut broadcast::Receiver<EngineEvent>) {
     while !matches!(
         rx.try_recv(),
         Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
@@ -110,70 +110,84 @@ pub async fn run_events(
             return (StatusCode::INTERNAL_SERVER_ERROR, "Run lookup failed.").into_response();
         }
     }
-    // Subscribe before reading the cursor so nothing falls between the two.
-    let rx = state.engine.subscribe();
     let cursor = match last_event_id(&headers).or(resume.after) {
         Some(id) => id,
         None => state.db.last_event_id().await.unwrap_or(0),
     };
-    let start = cursor;
+    // One producer per run reads and serialises each change once (run_watch.rs); this
+    // stream forwards its updates, or catches up on its own where it is not at their start.
+    let snapshots = state.watches.watch(&state, run_id, cursor);
     let stream = stream::unfold(
-        (state, rx, cursor, true, BTreeSet::new()),
-        move |(state, mut rx, mut cursor, mut look_now, mut sent)| async move {
+        (state, snapshots, cursor),
+        move |(state, mut snapshots, mut cursor)| async move {
             loop {
-                if !look_now {
-                    let woke = wait_for(&mut rx, |ev| ev.run_id == Some(run_id), FALLBACK_WAKE);
-                    if !woke.await {
-                        return None;
+                let snapshot = snapshots.borrow_and_update().clone();
+                if snapshot.cursor > cursor {
+                    if let Some(json) = snapshot.json.as_ref().filter(|_| snapshot.from <= cursor) {
+                        cursor = snapshot.cursor;
+                        let event = Event::default()
+                            .id(cursor.to_string())
+                            .event("update")
+                            .data(&**json);
+                        return Some((event, (state, snapshots, cursor)));
                     }
-                    tokio::time::sleep(RUN_COALESCE).await;
-                    drain(&mut rx);
+                    match catch_up(&state, run_id, cursor, snapshot.cursor).await {
+                        Ok(Some((to, json))) => {
+                            cursor = to;
+                            let event = Event::default()
+                                .id(cursor.to_string())
+                                .event("update")
+                                .data(json);
+                            return Some((event, (state, snapshots, cursor)));
+                        }
+                        // Nothing of this run before the shared update: take that one.
+                        Ok(None) => cursor = cursor.max(snapshot.from),
+                        Err(e) => {
+                            tracing::warn!(error = %e, run_id, "catching up on run events failed");
+                            tokio::time::sleep(RUN_COALESCE).await;
+                            continue;
+                        }
+                    }
                 }
-                // On PostgreSQL ids are handed out before commit, so an event can appear after
-                // a higher id was read: look back a little and skip what was already sent.
-                let from = start.max(cursor - LATE_COMMIT_LOOKBACK);
-                let events = match state.db.run_events_since(run_id, from, BACKLOG_LIMIT).await {
-                    Ok(events) => {
-                        look_now = events.len() as i64 == BACKLOG_LIMIT;
-                        events
-                            .into_iter()
-                            .filter(|e| !sent.contains(&e.id))
-                            .collect::<Vec<_>>()
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, run_id, "reading run events failed");
-                        look_now = false;
-                        continue;
-                    }
-                };
-                // (A full backlog means more is waiting: send this, then read on at once.)
-                if events.is_empty() {
-                    continue;
+                if snapshots.changed().await.is_err() {
+                    return None;
                 }
-                cursor = cursor.max(events.iter().map(|e| e.id).max().unwrap_or(cursor));
-                sent.extend(events.iter().map(|e| e.id));
-                // Only ids inside the look-back window can come round again.
-                sent = sent.split_off(&(cursor - LATE_COMMIT_LOOKBACK));
-                let update = match build_update(&state, run_id, &events).await {
-                    Ok(u) => u,
-                    Err(e) => {
-                        tracing::warn!(error = %e, run_id, "building a run update failed");
-                        continue;
-                    }
-                };
-                let event = Event::default()
-                    .id(cursor.to_string())
-                    .event("update")
-                    .json_data(&update)
-                    .unwrap_or_default();
-                return Some((event, (state, rx, cursor, look_now, sent)));
             }
         },
     );
     sse(stream)
 }
 
-async fn build_update(
+/// The update for one stream's events after `after` up to `until` (a backlog at a time).
+async fn catch_up(
+    state: &HttpState,
+    run_id: i64,
+    after: i64,
+    until: i64,
+) -> Result<Option<(i64, String)>, crate::store::StoreError> {
+    let events: Vec<EngineEvent> = state
+        .db
+        .run_events_since(run_id, after, BACKLOG_LIMIT)
+        .await?
+        .into_iter()
+        .filter(|e| e.id <= until)
+        .collect();
+    let Some(last) = events.last().map(|e| e.id) else {
+        return Ok(None);
+    };
+    let to = if events.len() as i64 == BACKLOG_LIMIT {
+        last
+    } else {
+        until
+    };
+    let update = build_update(state, run_id, &events).await?;
+    Ok(Some((
+        to,
+        serde_json::to_string(&update).unwrap_or_default(),
+    )))
+}
+
+pub(super) async fn build_update(
     state: &HttpState,
     run_id: i64,
     events: &[EngineEvent],

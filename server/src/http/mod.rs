@@ -6,6 +6,7 @@ pub mod bench;
 pub mod csrf;
 pub mod events;
 pub mod health;
+pub mod run_watch;
 pub mod session_store;
 
 use crate::store::Db;
@@ -34,6 +35,8 @@ pub struct HttpState {
     /// Canonical export root: the only folder downloads are served from.
     pub export_root: std::path::PathBuf,
     pub engine: std::sync::Arc<crate::engine::Engine>,
+    /// Live run pages: one producer per watched run.
+    pub watches: run_watch::RunWatches,
 }
 
 pub fn router(
@@ -60,6 +63,7 @@ pub fn router(
         db: db.clone(),
         export_root: std::fs::canonicalize(&export_root).unwrap_or(export_root),
         engine,
+        watches: run_watch::RunWatches::default(),
     };
     let idle = time::Duration::try_from(sessions.idle).unwrap_or(time::Duration::hours(8));
     let session_layer = SessionManagerLayer::new(session_store::DbSessionStore::new(db))

@@ -25,6 +25,9 @@ impl Operator for Noop {
 #[serde(deny_unknown_fields)]
 struct SleepArgs {
     seconds: f64,
+    /// Ignored: tells the instances of a mapped sleep apart.
+    #[serde(default, rename = "label")]
+    _label: Option<Value>,
 }
 
 /// Waits `seconds`, stopping early when cancelled.
