@@ -2,19 +2,21 @@
 # Proofs under faults with real processes (tests/proof): one JSON line per backend, also kept in
 # target/proof/<proof>.jsonl. The short form runs in scripts/test.sh; --long is what
 # RELIABILITY.md reports.
-#   ./scripts/proof.sh kill [--long] [--backend sqlite|postgres|both]
+#   ./scripts/proof.sh kill|db [--long] [--backend sqlite|postgres|both]
+# `db --long` also restarts the local PostgreSQL server mid-run.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
 proof="${1:-}"
 shift || true
 case "$proof" in
-  kill) ;;
-  *) echo "usage: scripts/proof.sh kill [--long] [--backend sqlite|postgres|both]" >&2; exit 2 ;;
+  kill | db) ;;
+  *) echo "usage: scripts/proof.sh kill|db [--long] [--backend sqlite|postgres|both]" >&2; exit 2 ;;
 esac
 size=(--kills 3 --instances 100)
 if [ "${1:-}" = "--long" ]; then
   size=(--kills 10 --instances 500)
+  [ "$proof" = db ] && size+=(--restart-postgres)
   shift
 fi
 

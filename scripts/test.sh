@@ -21,8 +21,9 @@ build_site
 log "unit and integration tests (SQLite and PostgreSQL)"
 cargo test --workspace
 
-log "proof under faults: SIGKILL loop on both backends (short form; --long in RELIABILITY.md)"
+log "proofs under faults: SIGKILL loop and database faults on both backends (short forms; --long in RELIABILITY.md)"
 scripts/proof.sh kill
+scripts/proof.sh db
 
 log "the real iMednet Python SDK against the simulator"
 .venv/bin/python -m pytest -q tests/sdk

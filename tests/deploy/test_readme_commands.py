@@ -64,6 +64,7 @@ NOT_RUN = {
     "./scripts/run.sh --addr 0.0.0.0:8080": "run.sh passes its flags to `serve`, as this test does",
     "./scripts/test.sh": "the test command itself",
     "./scripts/proof.sh kill --long": "scripts/test.sh runs its short form (`scripts/proof.sh kill`) before this test",
+    "./scripts/proof.sh db --long": "scripts/test.sh runs its short form (`scripts/proof.sh db`); the long one restarts the machine's PostgreSQL",
     "TRIALFLOW_FUZZ_CASES=100000 cargo test -p tests --test api hostile_input": "cargo test runs the same properties with 256 cases before this test",
     "trialflow serve": "the server this test starts beside every command",
 }

@@ -6,8 +6,14 @@
 //! successful attempts, every cut-off attempt on record as a failed try with its reason, and
 //! each reclaim within lease + heartbeat (+ the scheduler's idle poll).
 //!
-//! `cargo run -p tests --example proof -- kill [--backend sqlite|postgres|both] [--kills 10]
-//!  [--instances 500] [--work-ms 300]` (scripts/proof.sh runs it with the debug build).
+//! `db`: during such a run the database fails under the engine: on SQLite another process holds
+//! the file's write lock for a while; on PostgreSQL every connection of the database is cut,
+//! three times (and, with `--restart-postgres`, the server is restarted). `/healthz` must report
+//! the outage (503), the server's log must say what failed, and the run must carry on by itself
+//! to its correct end with nothing lost or done twice.
+//!
+//! `cargo run -p tests --example proof -- kill|db [--backend sqlite|postgres|both] [--kills 10]
+//!  [--instances 500] [--work-ms 300] [--restart-postgres]` (scripts/proof.sh runs it).
 use rand::Rng;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -22,7 +28,18 @@ const IDLE_POLL_MS: i64 = 1_000;
 /// Worker processes beside the server on PostgreSQL.
 const WORKERS: usize = 3;
 
+#[derive(Clone, Copy, PartialEq)]
+enum Proof {
+    Kill,
+    Db,
+}
+
+/// How long the SQLite proof holds the write lock.
+const LOCK_SECONDS: f64 = 6.0;
+
 struct Options {
+    proof: Proof,
+    restart_postgres: bool,
     backends: Vec<&'static str>,
     kills: usize,
     instances: usize,
@@ -31,17 +48,24 @@ struct Options {
 
 fn options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
-    match args.next().as_deref() {
-        Some("kill") => {}
-        other => return Err(format!("unknown proof {other:?}; known: kill")),
-    }
+    let proof = match args.next().as_deref() {
+        Some("kill") => Proof::Kill,
+        Some("db") => Proof::Db,
+        other => return Err(format!("unknown proof {other:?}; known: kill, db")),
+    };
     let mut o = Options {
+        proof,
+        restart_postgres: false,
         backends: vec!["sqlite", "postgres"],
         kills: 10,
         instances: 500,
         work_ms: 300,
     };
     while let Some(flag) = args.next() {
+        if flag == "--restart-postgres" {
+            o.restart_postgres = true;
+            continue;
+        }
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         let number = || {
             value
@@ -97,6 +121,8 @@ impl Drop for Proc {
 }
 
 struct Cluster {
+    /// The server's port, the same across restarts.
+    port: u16,
     dir: tempfile::TempDir,
     url: Option<String>,
     procs: Vec<Proc>,
@@ -123,7 +149,17 @@ impl Cluster {
 
     fn start(&mut self, role: Role) {
         let mut cmd = match role {
-            Role::Serve => self.command(&["serve", "--addr", "127.0.0.1:0", "--workers", "16"]),
+            Role::Serve => {
+                let addr = format!("127.0.0.1:{}", self.port);
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("serve.log"))
+                    .expect("server log");
+                let mut cmd = self.command(&["serve", "--addr", &addr, "--workers", "16"]);
+                cmd.env("RUST_LOG", "warn").stderr(Stdio::from(log));
+                cmd
+            }
             Role::Worker => self.command(&["worker", "--workers", "16"]),
         };
         let child = cmd.spawn().expect("spawn trialflow");
@@ -224,6 +260,7 @@ async fn kill_loop(backend: &'static str, o: &Options) -> Value {
     )
     .expect("write the pipeline");
     let mut cluster = Cluster {
+        port: free_port(),
         url: fresh_database(backend).await,
         dir,
         procs: Vec::new(),
@@ -281,14 +318,86 @@ async fn kill_loop(backend: &'static str, o: &Options) -> Value {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let host = std::fs::read_to_string("/etc/hostname")
+    let Checked {
+        completed,
+        checked,
+        lost,
+        duplicates,
+        cut_off,
+        unexplained,
+        reclaim_ms,
+        mut problems,
+    } = check_runs(&db, &runs, o.instances, &kills).await;
+    let worst = reclaim_ms.iter().copied().max().unwrap_or(0);
+    let bound = (LEASE_SECONDS + HEARTBEAT_SECONDS) * 1000 + IDLE_POLL_MS;
+    // On SQLite the restarted server reclaims at once; the bound is for a silent worker.
+    if worst > bound && backend == "postgres" {
+        problems.push(format!("worst reclaim took {worst} ms, over {bound} ms"));
+    }
+    if cut_off == 0 {
+        problems.push("no kill cut an attempt off: the proof proved nothing".into());
+    }
+    json!({
+        "proof": "kill",
+        "backend": backend,
+        "machine": host_name(),
+        "date": trialflow::store::utc_text(now_ms()),
+        "processes": if backend == "postgres" { format!("1 serve + {WORKERS} workers") } else { "1 serve".into() },
+        "instances_per_run": o.instances,
+        "work_ms": o.work_ms,
+        "lease_seconds": LEASE_SECONDS,
+        "heartbeat_seconds": HEARTBEAT_SECONDS,
+        "kills": kills.len(),
+        "kills_of_serve": kills.iter().filter(|k| k.role == Role::Serve).count(),
+        "runs": runs.len(),
+        "runs_completed": completed,
+        "instances_checked": checked,
+        "lost": lost,
+        "duplicates": duplicates,
+        "cut_off_attempts": cut_off,
+        "failed_attempts_not_from_a_kill": unexplained,
+        "worst_reclaim_ms": worst,
+        "reclaim_bound_ms": bound,
+        "elapsed_seconds": (elapsed * 10.0).round() / 10.0,
+        "ok": problems.is_empty(),
+        "problems": problems,
+    })
+}
+
+/// What the runs' records say after a proof.
+struct Checked {
+    completed: usize,
+    checked: usize,
+    lost: usize,
+    duplicates: usize,
+    cut_off: usize,
+    unexplained: usize,
+    reclaim_ms: Vec<i64>,
+    problems: Vec<String>,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Every run ended `success`; every instance succeeded exactly once; every failed attempt of a
+/// killed process is closed with its reason (others are counted as `unexplained`).
+async fn check_runs(db: &Db, runs: &[i64], instances_per_run: usize, kills: &[Kill]) -> Checked {
+    let o_instances = instances_per_run;
     let mut problems = Vec::new();
     let (mut checked, mut lost, mut duplicates, mut cut_off, mut unexplained) = (0, 0, 0, 0, 0);
     let mut reclaim_ms: Vec<i64> = Vec::new();
     let mut completed = 0;
-    for run in &runs {
+    for run in runs {
         let row = db.run_row(*run).await.ok().flatten().expect("run row");
         if row.state == "success" {
             completed += 1;
@@ -300,10 +409,10 @@ async fn kill_loop(backend: &'static str, o: &Options) -> Value {
             .iter()
             .filter(|t| t.task_id == "work" && t.map_index >= 0)
             .count();
-        if mapped != o.instances {
+        if mapped != o_instances {
             problems.push(format!(
                 "run {run} has {mapped} work instances, not {}",
-                o.instances
+                o_instances
             ));
         }
         for ti in instances.iter().filter(|t| t.state != "removed") {
@@ -351,36 +460,238 @@ async fn kill_loop(backend: &'static str, o: &Options) -> Value {
             }
         }
     }
-    let worst = reclaim_ms.iter().copied().max().unwrap_or(0);
-    let bound = (LEASE_SECONDS + HEARTBEAT_SECONDS) * 1000 + IDLE_POLL_MS;
-    // On SQLite the restarted server reclaims at once; the bound is for a silent worker.
-    if worst > bound && backend == "postgres" {
-        problems.push(format!("worst reclaim took {worst} ms, over {bound} ms"));
+    Checked {
+        completed,
+        checked,
+        lost,
+        duplicates,
+        cut_off,
+        unexplained,
+        reclaim_ms,
+        problems,
     }
-    if cut_off == 0 {
-        problems.push("no kill cut an attempt off: the proof proved nothing".into());
+}
+
+/// The log without terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Cuts every connection to the proof's PostgreSQL database; returns how many were cut.
+async fn cut_connections(url: &str) -> i64 {
+    use sqlx::Connection;
+    let (base, name) = url.rsplit_once('/').expect("database URL");
+    let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{base}/postgres")).await else {
+        return 0;
+    };
+    sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()) AS cut",
+    )
+    .bind(name)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap_or(0)
+}
+
+fn restart_postgres() -> Result<(), String> {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .map_err(|e| format!("no /etc/postgresql: {e}"))?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .max_by_key(|v| v.parse::<u32>().unwrap_or(0))
+        .ok_or("no PostgreSQL cluster found")?;
+    let status = Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "main", "restart"])
+        .status()
+        .map_err(|e| format!("pg_ctlcluster: {e}"))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or(format!("pg_ctlcluster restart: {status}"))
+}
+
+async fn db_faults(backend: &'static str, o: &Options) -> Value {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("pipelines")).expect("pipelines dir");
+    std::fs::write(
+        dir.path().join("pipelines/proof_kill.yaml"),
+        pipeline(o.work_ms),
+    )
+    .expect("write the pipeline");
+    let mut cluster = Cluster {
+        port: free_port(),
+        url: fresh_database(backend).await,
+        dir,
+        procs: Vec::new(),
+    };
+    cluster.start(Role::Serve);
+    if backend == "postgres" {
+        for _ in 0..WORKERS {
+            cluster.start(Role::Worker);
+        }
+    }
+    let db = cluster.db().await;
+    let health_url = format!("http://127.0.0.1:{}/healthz", cluster.port);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let started = Instant::now();
+    let run = cluster.trigger(o.instances).await;
+    // Let the run get going before the database fails under it.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = db
+            .instances(run, "work")
+            .await
+            .map(|tis| tis.iter().filter(|t| t.state == "success").count())
+            .unwrap_or(0);
+        if done >= o.instances / 10 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // /healthz every 200 ms from now until the run has ended: (ms since the fault, status).
+    let fault_at = now_ms();
+    let probes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(i64, u16)>::new()));
+    let poller = {
+        let (http, url, probes) = (http.clone(), health_url.clone(), probes.clone());
+        tokio::spawn(async move {
+            loop {
+                let status = match http.get(&url).send().await {
+                    Ok(r) => r.status().as_u16(),
+                    Err(_) => 0,
+                };
+                if let Ok(mut p) = probes.lock() {
+                    p.push((now_ms() - fault_at, status));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let mut fault = Vec::new();
+    match &cluster.url {
+        None => {
+            // Another process takes SQLite's write lock and keeps it.
+            let file = cluster.dir.path().join("trialflow.db");
+            let script = format!(
+                "import sqlite3, time\nc = sqlite3.connect({:?}, isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\ntime.sleep({LOCK_SECONDS})\nc.execute('ROLLBACK')\n",
+                file.display().to_string()
+            );
+            let status = Command::new("python3").args(["-c", &script]).status();
+            fault.push(format!(
+                "write lock held by another process for {LOCK_SECONDS} s: {status:?}"
+            ));
+        }
+        Some(url) => {
+            // The restart first, while the run is surely still going.
+            if o.restart_postgres {
+                let restarted = restart_postgres();
+                fault.push(format!("PostgreSQL restarted: {restarted:?}"));
+            }
+            for _ in 0..3 {
+                let cut = cut_connections(url).await;
+                fault.push(format!("cut {cut} connections"));
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+            }
+        }
+    }
+    let fault_ms = now_ms() - fault_at;
+
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let run_end_ms;
+    loop {
+        // The proof's own handle may have lost its connections too; a failed read is retried.
+        if let Ok(Some(ended)) = db.run_row(run).await.map(|r| r.and_then(|r| r.ended_at)) {
+            run_end_ms = ended - fault_at;
+            break;
+        }
+        assert!(Instant::now() < deadline, "run {run} did not end");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    poller.abort();
+    let elapsed = started.elapsed().as_secs_f64();
+    let probes = probes.lock().map(|p| p.clone()).unwrap_or_default();
+    let unhealthy: Vec<i64> = probes
+        .iter()
+        .filter(|(_, s)| *s != 200)
+        .map(|(t, _)| *t)
+        .collect();
+    let first_503 = probes.iter().find(|(_, s)| *s == 503).map(|(t, _)| *t);
+    let healthy_again = unhealthy
+        .last()
+        .and_then(|last| probes.iter().find(|(t, s)| t > last && *s == 200))
+        .map(|(t, _)| *t - fault_ms);
+    let log = std::fs::read_to_string(cluster.dir.path().join("serve.log")).unwrap_or_default();
+    let plain = strip_ansi(&log);
+    let log_lines: Vec<&str> = plain
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+
+    // A fresh handle: the fault cut this one's connections too.
+    db.close().await;
+    let db = cluster.db().await;
+    let Checked {
+        completed,
+        checked,
+        lost,
+        duplicates,
+        unexplained,
+        mut problems,
+        ..
+    } = check_runs(&db, &[run], o.instances, &[]).await;
+    // A held SQLite lock is an outage that lasts; cut PostgreSQL connections are replaced at
+    // once, and a quick restart may be absorbed by the pool's wait (reported, not required).
+    let lasting = cluster.url.is_none();
+    if lasting && first_503.is_none() {
+        problems.push("/healthz never reported the outage".into());
+    }
+    if probes.last().is_none_or(|(_, s)| *s != 200) {
+        problems.push("/healthz did not recover".into());
+    }
+    if log_lines.is_empty() {
+        problems.push("the server's log says nothing about the outage".into());
     }
     json!({
-        "proof": "kill",
+        "proof": "db",
         "backend": backend,
-        "machine": host,
+        "machine": host_name(),
         "date": trialflow::store::utc_text(now_ms()),
         "processes": if backend == "postgres" { format!("1 serve + {WORKERS} workers") } else { "1 serve".into() },
-        "instances_per_run": o.instances,
+        "instances": o.instances,
         "work_ms": o.work_ms,
-        "lease_seconds": LEASE_SECONDS,
-        "heartbeat_seconds": HEARTBEAT_SECONDS,
-        "kills": kills.len(),
-        "kills_of_serve": kills.iter().filter(|k| k.role == Role::Serve).count(),
-        "runs": runs.len(),
-        "runs_completed": completed,
+        "fault": fault,
+        "fault_ms": fault_ms,
+        "healthz_probes": probes.len(),
+        "healthz_not_200": unhealthy.len(),
+        "first_503_after_fault_ms": first_503,
+        "healthz_200_again_after_fault_ended_ms": healthy_again,
+        "run_ended_after_fault_ms": run_end_ms,
+        "run_completed": completed == 1,
         "instances_checked": checked,
         "lost": lost,
         "duplicates": duplicates,
-        "cut_off_attempts": cut_off,
-        "failed_attempts_not_from_a_kill": unexplained,
-        "worst_reclaim_ms": worst,
-        "reclaim_bound_ms": bound,
+        "retried_attempts": unexplained,
+        "log_warnings": log_lines.len(),
+        "first_log_warning": log_lines.first().map(|l| l.chars().take(240).collect::<String>()),
         "elapsed_seconds": (elapsed * 10.0).round() / 10.0,
         "ok": problems.is_empty(),
         "problems": problems,
@@ -405,7 +716,10 @@ async fn main() {
     }
     let mut ok = true;
     for backend in o.backends.clone() {
-        let report = kill_loop(backend, &o).await;
+        let report = match o.proof {
+            Proof::Kill => kill_loop(backend, &o).await,
+            Proof::Db => db_faults(backend, &o).await,
+        };
         ok &= report["ok"] == true;
         println!("{report}");
     }

@@ -19,6 +19,11 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+/// How long a SQLite statement waits for another writer before it fails.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the health probe waits for SQLite's write lock.
+const WRITE_PROBE_WAIT: Duration = Duration::from_millis(1000);
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -171,9 +176,34 @@ impl Db {
     }
 
     /// A round trip to the database, timed.
+    ///
+    /// On SQLite a read answers even while another process holds the file's write lock, so
+    /// the probe asks for the write lock too (and gives it back at once), waiting at most
+    /// [`WRITE_PROBE_WAIT`]: a locked database is reported, not only an unreadable one.
     pub async fn ping(&self) -> StoreResult<Duration> {
         let started = Instant::now();
-        execute_on!(self, pool => sqlx::query("SELECT 1").execute(pool).await)?;
+        match self {
+            Db::Postgres(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+            Db::Sqlite(pool) => {
+                let mut conn = pool.acquire().await?;
+                let wait = WRITE_PROBE_WAIT.as_millis();
+                sqlx::query(&format!("PRAGMA busy_timeout = {wait}"))
+                    .execute(&mut *conn)
+                    .await?;
+                let probe = match sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+                    Ok(_) => sqlx::query("ROLLBACK")
+                        .execute(&mut *conn)
+                        .await
+                        .map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                let restore = format!("PRAGMA busy_timeout = {}", SQLITE_BUSY_TIMEOUT.as_millis());
+                sqlx::query(&restore).execute(&mut *conn).await?;
+                probe?;
+            }
+        }
         Ok(started.elapsed())
     }
 
@@ -211,7 +241,7 @@ async fn open_sqlite(options: SqliteConnectOptions) -> StoreResult<SqlitePool> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10));
+        .busy_timeout(SQLITE_BUSY_TIMEOUT);
     let in_memory = options.get_filename() == Path::new(":memory:");
     let pool = SqlitePoolOptions::new()
         // An in-memory database exists per connection: keep exactly one, forever.
