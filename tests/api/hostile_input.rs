@@ -137,17 +137,6 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
-const EXPORT_OPTION_KEYS: &[&str] = &[
-    "use_labels_as_columns",
-    "variable_whitelist",
-    "form_whitelist",
-    "include_deleted",
-    "incremental",
-    "full_refresh",
-    "table_name",
-    "unknown_option",
-];
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
 
@@ -212,7 +201,11 @@ proptest! {
     fn export_options_are_taken_or_refused_by_name(
         options in prop_oneof![
             json_value(),
-            prop::collection::btree_map(prop::sample::select(EXPORT_OPTION_KEYS), json_value(), 0..5)
+            prop::collection::btree_map(
+                prop::sample::select([&trialflow::export::KNOWN_OPTIONS[..], &["unknown_option"]].concat()),
+                json_value(),
+                0..5,
+            )
                 .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
         ],
     ) {

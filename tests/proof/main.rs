@@ -251,7 +251,9 @@ struct Kill {
     role: Role,
 }
 
-async fn kill_loop(backend: &'static str, o: &Options) -> Value {
+/// A fresh database and data directory with the proof pipeline; one `serve`, and on
+/// PostgreSQL the worker processes beside it.
+async fn start_cluster(backend: &str, o: &Options) -> (Cluster, Db) {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir_all(dir.path().join("pipelines")).expect("pipelines dir");
     std::fs::write(
@@ -272,6 +274,11 @@ async fn kill_loop(backend: &'static str, o: &Options) -> Value {
         }
     }
     let db = cluster.db().await;
+    (cluster, db)
+}
+
+async fn kill_loop(backend: &'static str, o: &Options) -> Value {
+    let (mut cluster, db) = start_cluster(backend, o).await;
     let started = Instant::now();
     let mut runs = vec![cluster.trigger(o.instances).await];
     let mut kills: Vec<Kill> = Vec::new();
@@ -525,26 +532,7 @@ fn restart_postgres() -> Result<(), String> {
 }
 
 async fn db_faults(backend: &'static str, o: &Options) -> Value {
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir_all(dir.path().join("pipelines")).expect("pipelines dir");
-    std::fs::write(
-        dir.path().join("pipelines/proof_kill.yaml"),
-        pipeline(o.work_ms),
-    )
-    .expect("write the pipeline");
-    let mut cluster = Cluster {
-        port: free_port(),
-        url: fresh_database(backend).await,
-        dir,
-        procs: Vec::new(),
-    };
-    cluster.start(Role::Serve);
-    if backend == "postgres" {
-        for _ in 0..WORKERS {
-            cluster.start(Role::Worker);
-        }
-    }
-    let db = cluster.db().await;
+    let (cluster, db) = start_cluster(backend, o).await;
     let health_url = format!("http://127.0.0.1:{}/healthz", cluster.port);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))

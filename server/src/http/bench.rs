@@ -67,24 +67,30 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-/// One run of the benchmark pipeline to its end: wall seconds and CPU seconds used meanwhile.
-async fn timed_run(
-    client: &reqwest::Client,
-    base: &str,
-    engine: &crate::engine::Engine,
-    during: impl FnOnce(i64) -> Vec<tokio::task::JoinHandle<anyhow::Result<Vec<f64>>>>,
-) -> anyhow::Result<(f64, f64, Vec<Vec<f64>>)> {
-    let trigger = client
+/// Starts a run of the benchmark pipeline as the signed-in user; returns its id.
+async fn trigger(client: &reqwest::Client, base: &str) -> anyhow::Result<i64> {
+    let res = client
         .post(format!("{base}/api/user/trigger_run"))
         .form(&[("pipeline_id", "bench_console")])
         .send()
         .await?;
     anyhow::ensure!(
-        trigger.status().is_success(),
+        res.status().is_success(),
         "trigger answered {}",
-        trigger.status()
+        res.status()
     );
-    let run_id: i64 = trigger.json().await?;
+    Ok(res.json().await?)
+}
+
+/// One run of the benchmark pipeline to its end, with `during` started beside it (and stopped
+/// when it ends): wall seconds and CPU seconds used meanwhile.
+async fn timed_run(
+    client: &reqwest::Client,
+    base: &str,
+    engine: &crate::engine::Engine,
+    during: impl FnOnce(i64) -> Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<(f64, f64)> {
+    let run_id = trigger(client, base).await?;
     let (cpu, started) = (cpu_seconds(), Instant::now());
     let helpers = during(run_id);
     let state = engine
@@ -95,14 +101,10 @@ async fn timed_run(
         state == app::state::RunState::Success,
         "run {run_id} ended {state}"
     );
-    let mut results = Vec::new();
     for h in helpers {
         h.abort();
-        if let Ok(Ok(r)) = h.await {
-            results.push(r);
-        }
     }
-    Ok((wall, cpu, results))
+    Ok((wall, cpu))
 }
 
 /// The same run unwatched, with `watchers` held event streams, and with the run page loaded
@@ -115,26 +117,27 @@ async fn watch_load(
     page_loads: u32,
     instances: usize,
 ) -> anyhow::Result<Value> {
-    let (alone_s, alone_cpu, _) = timed_run(client, base, engine, |_| Vec::new()).await?;
+    let (alone_s, alone_cpu) = timed_run(client, base, engine, |_| Vec::new()).await?;
     let errors = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let messages = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (watched_s, watched_cpu, _) = timed_run(client, base, engine, |run_id| {
+    let (watched_s, watched_cpu) = timed_run(client, base, engine, |run_id| {
         (0..watchers)
             .map(|_| {
                 let (client, errors, messages) = (client.clone(), errors.clone(), messages.clone());
                 let url = format!("{base}/events/runs/{run_id}");
                 tokio::spawn(async move {
-                    let res = client.get(url).send().await?;
-                    if !res.status().is_success() {
-                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
+                    let res = match client.get(url).send().await {
+                        Ok(res) if res.status().is_success() => res,
+                        _ => {
+                            errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            return;
+                        }
+                    };
                     let mut body = res.bytes_stream();
-                    while let Some(chunk) = body.next().await {
-                        let chunk = chunk?;
+                    while let Some(Ok(chunk)) = body.next().await {
                         let n = chunk.windows(13).filter(|w| w == b"event: update").count();
                         messages.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                     }
-                    anyhow::Ok(Vec::new())
                 })
             })
             .collect()
@@ -142,7 +145,7 @@ async fn watch_load(
     .await?;
     let load_errors = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let load_times = std::sync::Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
-    let (loaded_s, loaded_cpu, _) = timed_run(client, base, engine, |run_id| {
+    let (loaded_s, loaded_cpu) = timed_run(client, base, engine, |run_id| {
         // Loaders share the rate; each waits for its answer, as a browser tab would.
         let loaders = 16u32.min(page_loads.max(1));
         let period = Duration::from_secs_f64(f64::from(loaders) / f64::from(page_loads.max(1)));
@@ -169,8 +172,6 @@ async fn watch_load(
                             }
                         }
                     }
-                    #[allow(unreachable_code)]
-                    anyhow::Ok(Vec::new())
                 })
             })
             .collect()
@@ -259,17 +260,7 @@ pub async fn run(opts: ConsoleBenchOptions) -> anyhow::Result<Value> {
         .send()
         .await?;
     anyhow::ensure!(login.status().is_redirection(), "sign-in failed");
-    let trigger = client
-        .post(format!("{base}/api/user/trigger_run"))
-        .form(&[("pipeline_id", "bench_console")])
-        .send()
-        .await?;
-    anyhow::ensure!(
-        trigger.status().is_success(),
-        "trigger answered {}",
-        trigger.status()
-    );
-    let run_id: i64 = trigger.json().await?;
+    let run_id = trigger(&client, &base).await?;
     let started = Instant::now();
 
     // Follow the live stream until the run is over, counting what a browser would receive.

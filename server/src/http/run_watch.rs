@@ -82,11 +82,6 @@ impl RunWatches {
         }
         true
     }
-
-    /// Runs with a producer now (for tests and the bench).
-    pub fn watched(&self) -> usize {
-        self.0.lock().map(|r| r.len()).unwrap_or(0)
-    }
 }
 
 async fn produce(state: HttpState, watches: RunWatches, run_id: i64, start: i64, channel: Channel) {
