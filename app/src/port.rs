@@ -65,11 +65,13 @@ pub trait Console: Send + Sync + 'static {
     async fn list_pipelines(&self) -> Result<Vec<PipelineSummary>, AppError>;
     async fn get_pipeline(&self, pipeline_id: &str) -> Result<PipelineDetail, AppError>;
     async fn list_runs(&self, query: RunListQuery) -> Result<RunList, AppError>;
-    async fn get_run(&self, run_id: i64) -> Result<RunDetail, AppError>;
+    /// `covering`: the newest event the caller knows of; the answer reflects at least that.
+    async fn get_run(&self, run_id: i64, covering: Option<i64>) -> Result<RunDetail, AppError>;
     async fn list_instances(
         &self,
         run_id: i64,
         query: InstanceQuery,
+        covering: Option<i64>,
     ) -> Result<InstancePage, AppError>;
     async fn get_instance(&self, ti_id: i64) -> Result<InstanceDetail, AppError>;
 

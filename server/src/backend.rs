@@ -14,13 +14,17 @@ use std::sync::Arc;
 
 mod console;
 mod flows;
+mod run_page;
 pub mod shown;
+mod snapshots;
 mod timeline;
 
 pub struct ServerBackend {
     pub db: Db,
     pub engine: Arc<Engine>,
     pub connections: Arc<Connections>,
+    /// Run pages' shared snapshots.
+    snapshots: snapshots::RunSnapshots,
 }
 
 /// Logs the real cause and hands the browser a reference to find it.
@@ -73,6 +77,15 @@ impl From<EngineError> for AppError {
 }
 
 impl ServerBackend {
+    pub fn new(db: Db, engine: Arc<Engine>, connections: Arc<Connections>) -> ServerBackend {
+        ServerBackend {
+            db,
+            engine,
+            connections,
+            snapshots: snapshots::RunSnapshots::default(),
+        }
+    }
+
     async fn audit(
         &self,
         actor: &CurrentUser,

@@ -68,11 +68,11 @@ impl Application {
             .site_addr(local)
             .env(Env::PROD)
             .build();
-        let backend = Arc::new(ServerBackend {
-            db: db.clone(),
-            engine: engine.clone(),
-            connections: engine.connections().clone(),
-        });
+        let backend = Arc::new(ServerBackend::new(
+            db.clone(),
+            engine.clone(),
+            engine.connections().clone(),
+        ));
         let app_state = AppState {
             leptos_options,
             backend: backend.clone(),

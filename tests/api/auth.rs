@@ -124,6 +124,51 @@ async fn repeated_failures_lock_the_account_with_the_wait_named() {
     assert_eq!(location(&app.login(&client(), &other, PASSWORD).await), "/");
 }
 
+/// A cookie-keeping client whose connections come from `source` (any 127.x address is loopback).
+fn client_from(source: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(std::net::IpAddr::from(source))
+        .build()
+        .expect("client")
+}
+
+#[tokio::test]
+async fn repeated_failures_from_one_address_lock_that_address_only() {
+    let app = spawn_app().await;
+    let guessing = client_from([127, 0, 0, 2]);
+    // Twenty guesses spread over ten names: no account reaches its own limit of five, but the
+    // address reaches its limit of twenty.
+    for i in 0..19 {
+        let res = app
+            .login(&guessing, &format!("guess-{}", i % 10), "wrong-password-x")
+            .await;
+        assert!(
+            location(&res).contains("error=invalid"),
+            "guess {i}: {}",
+            location(&res)
+        );
+    }
+    let twentieth = app.login(&guessing, "guess-9", "wrong-password-x").await;
+    let target = location(&twentieth);
+    assert!(
+        target.contains("error=throttled") && target.contains("retry=30"),
+        "{target}"
+    );
+    // From that address even a real account with its right password waits...
+    let name = app.add_user(Role::User).await;
+    let right = app.login(&guessing, &name, PASSWORD).await;
+    assert!(
+        location(&right).contains("error=throttled"),
+        "{}",
+        location(&right)
+    );
+    // ...while the same account signs in from another address, and its own count is untouched.
+    let elsewhere = client_from([127, 0, 0, 3]);
+    assert_eq!(location(&app.login(&elsewhere, &name, PASSWORD).await), "/");
+}
+
 #[tokio::test]
 async fn sign_out_ends_the_session() {
     let app = spawn_app().await;

@@ -73,7 +73,7 @@ async fn outputs(app: &TestApp, run: i64, task: &str) -> Vec<(Option<String>, Va
     out
 }
 
-async fn failure(app: &TestApp, run: i64) -> String {
+pub async fn failure(app: &TestApp, run: i64) -> String {
     app.db
         .run_instances(run)
         .await
@@ -103,7 +103,7 @@ async fn live_records(app: &TestApp, study: &str) -> usize {
         .count()
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -34,12 +34,14 @@ pub async fn list_runs(query: Option<RunListQuery>) -> Result<RunList, AppError>
         .map_err(respond)
 }
 
+/// A run's detail. `covering`: the newest event the caller has been told of (a live update's
+/// `last_event_id`); the answer reflects at least that much.
 #[server(prefix = "/api/viewer", endpoint = "get_run")]
-pub async fn get_run(run_id: i64) -> Result<RunDetail, AppError> {
+pub async fn get_run(run_id: i64, covering: Option<i64>) -> Result<RunDetail, AppError> {
     use crate::model::Role;
     use crate::port::{console, require, respond};
     require(Role::Viewer)?;
-    console()?.get_run(run_id).await.map_err(respond)
+    console()?.get_run(run_id, covering).await.map_err(respond)
 }
 
 /// One page of a run's instances, filtered, searched and sorted on the server.
@@ -47,12 +49,13 @@ pub async fn get_run(run_id: i64) -> Result<RunDetail, AppError> {
 pub async fn list_instances(
     run_id: i64,
     query: Option<InstanceQuery>,
+    covering: Option<i64>,
 ) -> Result<InstancePage, AppError> {
     use crate::model::Role;
     use crate::port::{console, require, respond};
     require(Role::Viewer)?;
     console()?
-        .list_instances(run_id, query.unwrap_or_default())
+        .list_instances(run_id, query.unwrap_or_default(), covering)
         .await
         .map_err(respond)
 }

@@ -332,6 +332,8 @@ pub struct RunUpdate {
     pub changed_truncated: bool,
     /// Engine events this message stands for.
     pub events: usize,
+    /// The newest of them: a page refetching on this message asks for data at least as new.
+    pub last_event_id: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,7 +13,8 @@ use crate::error::AppError;
 use crate::live::subscribe;
 use crate::model::{
     AlertDeliveryInfo, ChildRun, InstanceDetail, InstancePage, InstanceQuery, InstanceSummary,
-    LogLineInfo, Role, RunDetail, RunList, RunListItem, RunListQuery, STATE_ORDER, TaskProgress,
+    LogLineInfo, Role, RunDetail, RunList, RunListItem, RunListQuery, RunUpdate, STATE_ORDER,
+    TaskProgress,
 };
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -154,11 +155,13 @@ pub fn RunPage() -> impl IntoView {
     let query = use_query_map();
     // Bumped by each live update and each action: the page's data is fetched again.
     let version = RwSignal::new(0u64);
+    // The newest event a live update announced: refetched data must cover it.
+    let covering = RwSignal::new(None::<i64>);
     let run = Resource::new(
         move || (run_id.get(), version.get()),
-        |(id, _)| async move {
+        move |(id, _)| async move {
             match id {
-                Some(id) => get_run(id).await,
+                Some(id) => get_run(id, covering.get_untracked()).await,
                 None => Err(AppError::NotFound("That run".into())),
             }
         },
@@ -176,9 +179,9 @@ pub fn RunPage() -> impl IntoView {
     };
     let instances = Resource::new(
         move || (run_id.get(), instance_query(), version.get()),
-        |(id, q, _)| async move {
+        move |(id, q, _)| async move {
             match id {
-                Some(id) => list_instances(id, Some(q)).await,
+                Some(id) => list_instances(id, Some(q), covering.get_untracked()).await,
                 None => Err(AppError::NotFound("That run".into())),
             }
         },
@@ -200,7 +203,10 @@ pub fn RunPage() -> impl IntoView {
         subscribe(
             format!("/events/runs/{id}{after}"),
             &["update"],
-            move |_, _| {
+            move |_, data| {
+                if let Ok(update) = serde_json::from_str::<RunUpdate>(&data) {
+                    covering.set(Some(update.last_event_id));
+                }
                 version.update(|v| *v += 1);
                 true
             },

@@ -6,26 +6,25 @@ use super::shown::Shown;
 use crate::engine::ClearRequest;
 use crate::engine::params::ParamType;
 use crate::engine::spec::Pipeline;
-use crate::store::console::{InstanceQuery as StoreInstanceQuery, InstanceSort};
 use crate::store::engine::{RunFilter, RunRow, TiRow};
 use crate::store::now_ms;
 use app::error::{AppError, FieldError};
 use app::model::{
-    AlertDeliveryInfo, ArtifactInfo, AttemptInfo, AuditChain, AuditInfo, AuditPage, ChildRun,
-    CurrentUser, DashboardInfo, InstanceDetail, InstancePage, InstanceQuery, InstanceSummary,
-    LogLineInfo, ParamInfo, PipelineDetail, PipelineSummary, PoolInfo, RunAction, RunBar,
-    RunDetail, RunList, RunListItem, RunListQuery, STATE_ORDER, TaskNode, TaskProgress, WorkerInfo,
+    AttemptInfo, AuditChain, AuditInfo, AuditPage, CurrentUser, DashboardInfo, InstanceDetail,
+    InstancePage, InstanceQuery, InstanceSummary, LogLineInfo, ParamInfo, PipelineDetail,
+    PipelineSummary, PoolInfo, RunAction, RunBar, RunDetail, RunList, RunListItem, RunListQuery,
+    TaskNode, WorkerInfo,
 };
 use app::model::{FlowDetail, FlowInfo, FlowRegistered};
 use app::port::{Backend, Console, FlowRunOptions};
 use app::state::{RunState, TaskState};
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-const INSTANCE_PAGE: u32 = 50;
+pub(super) const INSTANCE_PAGE: u32 = 50;
 const RUNS_PAGE: i64 = 25;
 const AUDIT_PAGE: i64 = 50;
-const ARTIFACTS_SHOWN: usize = 200;
+pub(super) const ARTIFACTS_SHOWN: usize = 200;
 /// Runs in a pipeline's history chart.
 const HISTORY_RUNS: i64 = 50;
 const LOG_LINES_SHOWN: i64 = 500;
@@ -124,18 +123,18 @@ fn date_ms(field: &str, text: &str) -> Result<i64, AppError> {
         .unwrap_or_default())
 }
 
-fn non_blank(v: &Option<String>) -> Option<&str> {
+pub(super) fn non_blank(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
 impl ServerBackend {
     /// How stored text is shown: secrets masked, server directories made relative.
-    fn shown(&self) -> Shown {
+    pub(super) fn shown(&self) -> Shown {
         Shown::for_engine(&self.engine)
     }
 
     /// `shown` is made once per request: a page of instances shares it.
-    fn instance_summary(secrets: &Shown, ti: &TiRow) -> InstanceSummary {
+    pub(super) fn instance_summary(secrets: &Shown, ti: &TiRow) -> InstanceSummary {
         let output: Option<Value> = ti
             .output
             .as_deref()
@@ -203,7 +202,7 @@ impl ServerBackend {
         })
     }
 
-    async fn run_row(&self, run_id: i64) -> Result<RunRow, AppError> {
+    pub(super) async fn run_row(&self, run_id: i64) -> Result<RunRow, AppError> {
         self.db
             .run_row(run_id)
             .await?
@@ -231,6 +230,134 @@ impl ServerBackend {
             .audit(&actor.username, action, &target, detail)
             .await?;
         Ok(())
+    }
+
+    async fn apply_run_action(
+        &self,
+        actor: &CurrentUser,
+        run_id: i64,
+        action: RunAction,
+        task_id: Option<String>,
+        ti_id: Option<i64>,
+    ) -> Result<String, AppError> {
+        let run = self.run_row(run_id).await?;
+        let by = actor.username.as_str();
+        let task_id = task_id.filter(|t| !t.trim().is_empty());
+        let (message, detail) = match action {
+            RunAction::Cancel => {
+                self.engine.cancel_run(run_id, by).await?;
+                ("Run canceled.".to_string(), serde_json::json!({}))
+            }
+            RunAction::ClearInstance => {
+                let ti = self.instance_of(run_id, ti_id).await?;
+                let n = self
+                    .engine
+                    .clear(
+                        run_id,
+                        &ClearRequest {
+                            task_id: ti.task_id.clone(),
+                            map_index: (ti.map_index >= 0).then_some(ti.map_index),
+                            only_failed: false,
+                            downstream: false,
+                        },
+                    )
+                    .await?;
+                (
+                    format!("Cleared {n} instance(s)."),
+                    serde_json::json!({"task_id": ti.task_id, "map_key": ti.map_key, "ti_id": ti.id, "reset": n}),
+                )
+            }
+            RunAction::ClearFailed => {
+                // No task named: every task's failed instances.
+                let tasks: Vec<String> = match &task_id {
+                    Some(t) => vec![t.clone()],
+                    None => self
+                        .db
+                        .task_state_counts(run_id)
+                        .await?
+                        .into_iter()
+                        .filter(|(_, s, n)| (s == "failed" || s == "upstream_failed") && *n > 0)
+                        .map(|(t, _, _)| t)
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .collect(),
+                };
+                let mut n = 0;
+                for task in &tasks {
+                    n += self
+                        .engine
+                        .clear(
+                            run_id,
+                            &ClearRequest {
+                                task_id: task.clone(),
+                                map_index: None,
+                                only_failed: true,
+                                downstream: false,
+                            },
+                        )
+                        .await?;
+                }
+                if n == 0 {
+                    return Err(AppError::Conflict(format!(
+                        "Run {run_id} has no failed instances to clear."
+                    )));
+                }
+                (
+                    format!("Cleared {n} failed instance(s); they run again."),
+                    serde_json::json!({"tasks": tasks, "reset": n}),
+                )
+            }
+            RunAction::ClearDownstream => {
+                let task = task_id
+                    .clone()
+                    .ok_or_else(|| AppError::invalid("task_id", "name the task to clear"))?;
+                let n = self
+                    .engine
+                    .clear(
+                        run_id,
+                        &ClearRequest {
+                            task_id: task.clone(),
+                            map_index: None,
+                            only_failed: false,
+                            downstream: true,
+                        },
+                    )
+                    .await?;
+                (
+                    format!("Cleared task {task} and everything downstream ({n})."),
+                    serde_json::json!({"task_id": task, "reset": n}),
+                )
+            }
+            RunAction::MarkSuccess | RunAction::MarkFailed => {
+                let ti = self.instance_of(run_id, ti_id).await?;
+                let state = if action == RunAction::MarkSuccess {
+                    TaskState::Success
+                } else {
+                    TaskState::Failed
+                };
+                self.engine
+                    .mark(
+                        run_id,
+                        &ti.task_id,
+                        (ti.map_index >= 0).then_some(ti.map_index),
+                        state,
+                        by,
+                    )
+                    .await?;
+                (
+                    format!("Marked {state}."),
+                    serde_json::json!({"task_id": ti.task_id, "map_key": ti.map_key, "ti_id": ti.id}),
+                )
+            }
+        };
+        self.audit_action(
+            actor,
+            &format!("run.{}", action.as_str()),
+            format!("{} run {run_id}", run.pipeline_id),
+            detail,
+        )
+        .await?;
+        Ok(message)
     }
 }
 
@@ -404,234 +531,29 @@ impl Console for ServerBackend {
         })
     }
 
-    async fn get_run(&self, run_id: i64) -> Result<RunDetail, AppError> {
-        // Read before the counts: the live stream resumes from here, so nothing is missed.
-        let last_event_id = self.db.last_event_id().await?;
-        let run = self.run_row(run_id).await?;
-        let pipeline = self.engine.run_pipeline(&run).ok();
-        let order: Vec<String> = pipeline
-            .as_ref()
-            .map(|p| p.order.clone())
-            .unwrap_or_default();
-        let mut counts: BTreeMap<String, HashMap<String, i64>> = BTreeMap::new();
-        for (task, state, n) in self.db.task_state_counts(run_id).await? {
-            if state != "removed" {
-                counts.entry(task).or_default().insert(state, n);
-            }
-        }
-        let mut task_ids = order.clone();
-        task_ids.extend(counts.keys().filter(|t| !order.contains(t)).cloned());
-        let mut tasks = Vec::with_capacity(task_ids.len());
-        let mut instance_count = 0;
-        let mut unmapped: HashMap<String, TiRow> = HashMap::new();
-        for task_id in task_ids {
-            let by_state = counts.remove(&task_id).unwrap_or_default();
-            let mapped = pipeline
-                .as_ref()
-                .and_then(|p| p.task(&task_id))
-                .is_some_and(|t| t.is_mapped());
-            let total: i64 = by_state.values().sum();
-            let done = by_state
-                .iter()
-                .filter(|(s, _)| s.parse::<TaskState>().is_ok_and(TaskState::is_terminal))
-                .map(|(_, n)| n)
-                .sum();
-            instance_count += total;
-            // An unmapped task's one instance; kept whole for the child-run table below.
-            let single_row = if mapped {
-                None
-            } else {
-                self.db
-                    .instances(run_id, &task_id)
-                    .await?
-                    .into_iter()
-                    .next()
-            };
-            let single = single_row
-                .as_ref()
-                .map(|ti| Self::instance_summary(&self.shown(), ti));
-            if let Some(ti) = single_row {
-                unmapped.insert(task_id.clone(), ti);
-            }
-            tasks.push(TaskProgress {
-                counts: STATE_ORDER
-                    .iter()
-                    .filter_map(|s| by_state.get(*s).map(|n| (s.to_string(), *n)))
-                    .collect(),
-                task_id,
-                mapped,
-                total,
-                done,
-                single,
-            });
-        }
-        let all_artifacts = self.db.run_artifacts(run_id).await?;
-        let artifact_count = all_artifacts.len();
-        let shown = self.shown();
-        let artifacts = all_artifacts
-            .into_iter()
-            .take(ARTIFACTS_SHOWN)
-            .map(|a| ArtifactInfo {
-                downloadable: !a.uri.starts_with("s3://"),
-                id: a.id,
-                uri: shown.text(&a.uri),
-                bytes: a.bytes,
-                sha256: a.sha256,
-                rows: a.rows_written,
-            })
-            .collect();
-        let mut children = Vec::new();
-        if let Some(p) = &pipeline {
-            for task_id in p
-                .order
-                .iter()
-                .filter(|t| p.task(t).is_some_and(|t| t.operator == "flows.run_child"))
-            {
-                let Some(ti) = unmapped.get(task_id) else {
-                    continue;
-                };
-                let output: Value = ti
-                    .output
-                    .as_deref()
-                    .and_then(|o| serde_json::from_str(o).ok())
-                    .unwrap_or(Value::Null);
-                let input: Value = ti
-                    .input
-                    .as_deref()
-                    .and_then(|i| serde_json::from_str(i).ok())
-                    .unwrap_or(Value::Null);
-                let pretty = |v: &Value| {
-                    serde_json::to_string_pretty(&self.shown().json(v)).unwrap_or_default()
-                };
-                children.push(ChildRun {
-                    task_id: task_id.clone(),
-                    flow: p
-                        .task(task_id)
-                        .and_then(|t| t.args.as_ref())
-                        .and_then(|a| a.get("flow"))
-                        .and_then(Value::as_str)
-                        .unwrap_or(task_id)
-                        .to_string(),
-                    state: ti.state.clone(),
-                    run_id: output["run_id"].as_i64(),
-                    parameters: if output.is_null() {
-                        pretty(&input["parameters"])
-                    } else {
-                        pretty(&output["parameters"])
-                    },
-                    references: pretty(&input["parameters"]),
-                    error: ti.error.as_deref().map(|e| self.shown().text(e)),
-                });
-            }
-        }
-        let secrets = self.shown();
-        let task_order: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
-        let timeline = super::timeline::load(
-            &self.db,
-            run_id,
-            (
-                run.started_at.unwrap_or(run.queued_at),
-                run.ended_at.unwrap_or_else(now_ms),
-            ),
-            instance_count,
-            &task_order,
-        )
-        .await?;
-        let alerts = self
-            .db
-            .run_deliveries(run_id)
-            .await?
-            .into_iter()
-            .map(|d| AlertDeliveryInfo {
-                id: d.id,
-                next_attempt_at: (d.state == "pending").then_some(d.next_attempt_at),
-                event: d.event,
-                conn_id: d.conn_id,
-                state: d.state,
-                attempts: d.attempts,
-                last_error: d.last_error.map(|e| secrets.text(&e)),
-                created_at: d.created_at,
-                delivered_at: d.delivered_at,
-            })
-            .collect();
-        Ok(RunDetail {
-            timeline,
-            children,
-            alerts,
-            id: run.id,
-            pipeline_id: run.pipeline_id,
-            state: run.state,
-            conf: secrets.text(&run.conf),
-            run_trigger: run.run_trigger,
-            triggered_by: run.triggered_by,
-            queued_at: run.queued_at,
-            started_at: run.started_at,
-            ended_at: run.ended_at,
-            tasks,
-            instance_count,
-            artifacts,
-            artifact_count,
-            last_event_id,
-        })
+    async fn get_run(&self, run_id: i64, covering: Option<i64>) -> Result<RunDetail, AppError> {
+        let version = self.db.run_page_version(run_id).await?;
+        let detail = self
+            .snapshots
+            .detail(run_id, version, covering, || self.build_run_detail(run_id))
+            .await?;
+        Ok(RunDetail::clone(&detail))
     }
 
     async fn list_instances(
         &self,
         run_id: i64,
         query: InstanceQuery,
+        covering: Option<i64>,
     ) -> Result<InstancePage, AppError> {
-        let state = match non_blank(&query.state) {
-            Some(s) => Some(
-                s.parse::<TaskState>()
-                    .map_err(|e| AppError::invalid("state", e))?
-                    .as_str()
-                    .to_string(),
-            ),
-            None => None,
-        };
-        let sort = InstanceSort::parse(non_blank(&query.sort).unwrap_or("")).ok_or_else(|| {
-            AppError::invalid(
-                "sort",
-                "expected one of index, key, state, try, started, duration",
-            )
-        })?;
-        let descending = match non_blank(&query.dir) {
-            None | Some("asc") => false,
-            Some("desc") => true,
-            Some(other) => {
-                return Err(AppError::invalid(
-                    "dir",
-                    format!("'{other}' is not asc or desc"),
-                ));
-            }
-        };
-        let page = query.page.unwrap_or(1).max(1);
-        // A missing run is a 404, not an empty table.
-        self.run_row(run_id).await?;
-        let (rows, total) = self
-            .db
-            .instance_page(&StoreInstanceQuery {
-                run_id,
-                task_id: non_blank(&query.task).map(str::to_string),
-                state,
-                search: non_blank(&query.q).map(str::to_string),
-                sort,
-                descending,
-                limit: i64::from(INSTANCE_PAGE),
-                offset: i64::from(page - 1) * i64::from(INSTANCE_PAGE),
+        let version = self.db.run_page_version(run_id).await?;
+        let page = self
+            .snapshots
+            .page(run_id, version, covering, &query, || {
+                self.build_instance_page(run_id, &query)
             })
             .await?;
-        Ok(InstancePage {
-            rows: {
-                let shown = self.shown();
-                rows.iter()
-                    .map(|ti| Self::instance_summary(&shown, ti))
-                    .collect()
-            },
-            total,
-            page,
-            page_size: INSTANCE_PAGE,
-        })
+        Ok(InstancePage::clone(&page))
     }
 
     async fn get_instance(&self, ti_id: i64) -> Result<InstanceDetail, AppError> {
@@ -780,124 +702,12 @@ impl Console for ServerBackend {
         task_id: Option<String>,
         ti_id: Option<i64>,
     ) -> Result<String, AppError> {
-        let run = self.run_row(run_id).await?;
-        let by = actor.username.as_str();
-        let task_id = task_id.filter(|t| !t.trim().is_empty());
-        let (message, detail) = match action {
-            RunAction::Cancel => {
-                self.engine.cancel_run(run_id, by).await?;
-                ("Run canceled.".to_string(), serde_json::json!({}))
-            }
-            RunAction::ClearInstance => {
-                let ti = self.instance_of(run_id, ti_id).await?;
-                let n = self
-                    .engine
-                    .clear(
-                        run_id,
-                        &ClearRequest {
-                            task_id: ti.task_id.clone(),
-                            map_index: (ti.map_index >= 0).then_some(ti.map_index),
-                            only_failed: false,
-                            downstream: false,
-                        },
-                    )
-                    .await?;
-                (
-                    format!("Cleared {n} instance(s)."),
-                    serde_json::json!({"task_id": ti.task_id, "map_key": ti.map_key, "ti_id": ti.id, "reset": n}),
-                )
-            }
-            RunAction::ClearFailed => {
-                // No task named: every task's failed instances.
-                let tasks: Vec<String> = match &task_id {
-                    Some(t) => vec![t.clone()],
-                    None => self
-                        .db
-                        .task_state_counts(run_id)
-                        .await?
-                        .into_iter()
-                        .filter(|(_, s, n)| (s == "failed" || s == "upstream_failed") && *n > 0)
-                        .map(|(t, _, _)| t)
-                        .collect::<std::collections::BTreeSet<_>>()
-                        .into_iter()
-                        .collect(),
-                };
-                let mut n = 0;
-                for task in &tasks {
-                    n += self
-                        .engine
-                        .clear(
-                            run_id,
-                            &ClearRequest {
-                                task_id: task.clone(),
-                                map_index: None,
-                                only_failed: true,
-                                downstream: false,
-                            },
-                        )
-                        .await?;
-                }
-                if n == 0 {
-                    return Err(AppError::Conflict(format!(
-                        "Run {run_id} has no failed instances to clear."
-                    )));
-                }
-                (
-                    format!("Cleared {n} failed instance(s); they run again."),
-                    serde_json::json!({"tasks": tasks, "reset": n}),
-                )
-            }
-            RunAction::ClearDownstream => {
-                let task = task_id
-                    .clone()
-                    .ok_or_else(|| AppError::invalid("task_id", "name the task to clear"))?;
-                let n = self
-                    .engine
-                    .clear(
-                        run_id,
-                        &ClearRequest {
-                            task_id: task.clone(),
-                            map_index: None,
-                            only_failed: false,
-                            downstream: true,
-                        },
-                    )
-                    .await?;
-                (
-                    format!("Cleared task {task} and everything downstream ({n})."),
-                    serde_json::json!({"task_id": task, "reset": n}),
-                )
-            }
-            RunAction::MarkSuccess | RunAction::MarkFailed => {
-                let ti = self.instance_of(run_id, ti_id).await?;
-                let state = if action == RunAction::MarkSuccess {
-                    TaskState::Success
-                } else {
-                    TaskState::Failed
-                };
-                self.engine
-                    .mark(
-                        run_id,
-                        &ti.task_id,
-                        (ti.map_index >= 0).then_some(ti.map_index),
-                        state,
-                        by,
-                    )
-                    .await?;
-                (
-                    format!("Marked {state}."),
-                    serde_json::json!({"task_id": ti.task_id, "map_key": ti.map_key, "ti_id": ti.id}),
-                )
-            }
-        };
-        self.audit_action(
-            actor,
-            &format!("run.{}", action.as_str()),
-            format!("{} run {run_id}", run.pipeline_id),
-            detail,
-        )
-        .await?;
-        Ok(message)
+        let done = self
+            .apply_run_action(actor, run_id, action, task_id, ti_id)
+            .await;
+        // The page reloads after an action: it must not get the snapshot from before it.
+        self.snapshots.forget(run_id);
+        done
     }
 
     async fn list_pools(&self) -> Result<Vec<PoolInfo>, AppError> {

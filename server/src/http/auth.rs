@@ -1,6 +1,6 @@
 //! Sign-in, sign-out, and the middleware that resolves the user of every request and enforces
 //! the role of each server function's URL (see `app::api`).
-use super::{HttpState, SESSION_COOKIE};
+use super::{Access, HttpState, SESSION_COOKIE};
 use crate::bootstrap::normalize_username;
 use crate::passwords;
 use crate::store::throttle::ThrottlePolicy;
@@ -108,6 +108,28 @@ fn gate_server_fn(rest: &str, ctx: &AuthContext) -> Result<(), AppError> {
     let needed: Role = segment
         .parse()
         .map_err(|_| AppError::NotFound(format!("API {segment}")))?;
+    check_role(needed, ctx)
+}
+
+/// The route layer of every plain route (see [`super::plain_routes`]): its declared access,
+/// answered in plain text (these are downloads and event streams, not JSON calls).
+pub async fn require_access(access: Access, req: Request<Body>, next: Next) -> Response {
+    if let Access::AtLeast(needed) = access {
+        let ctx = req
+            .extensions()
+            .get::<AuthContext>()
+            .cloned()
+            .unwrap_or_default();
+        if let Err(err) = check_role(needed, &ctx) {
+            let status =
+                StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return (status, err.to_string()).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn check_role(needed: Role, ctx: &AuthContext) -> Result<(), AppError> {
     match &ctx.user {
         Some(u) if u.role.allows(needed) => Ok(()),
         Some(u) => Err(AppError::Forbidden {

@@ -10,9 +10,11 @@ pub mod run_watch;
 pub mod session_store;
 
 use crate::store::Db;
+use app::model::Role;
 use app::port::AppState;
 use axum::Router;
-use axum::routing::{get, post};
+use axum::http::Method;
+use axum::routing::{MethodRouter, get, post};
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use std::time::Duration;
 use tower_sessions::cookie::SameSite;
@@ -74,15 +76,19 @@ pub fn router(
         .with_path("/")
         .with_expiry(Expiry::OnInactivity(idle));
 
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/auth/login", post(auth::login))
-        .route("/auth/logout", post(auth::logout))
-        .route("/artifacts/{id}/download", get(artifacts::download))
-        .route("/audit/{file}", get(audit_export::export))
-        .route("/events/runs/{id}", get(events::run_events))
-        .route("/events/dashboard", get(events::dashboard_events))
-        .route("/events/instances/{ti}/log", get(events::log_events))
+    let mut plain = Router::new();
+    for route in plain_routes() {
+        let access = route.access;
+        plain = plain.route(
+            route.path,
+            route
+                .handler
+                .route_layer(axum::middleware::from_fn(move |req, next| {
+                    auth::require_access(access, req, next)
+                })),
+        );
+    }
+    plain
         .with_state(http_state.clone())
         .merge(leptos)
         .layer(axum::middleware::from_fn_with_state(
@@ -97,6 +103,85 @@ pub fn router(
             MAX_REQUEST_BODY,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Who may use a route outside Leptos.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Signed out too: health, sign-in and sign-out.
+    Anyone,
+    /// Signed in with at least this role.
+    AtLeast(Role),
+}
+
+/// A route outside Leptos: the router is built from these, and the role in each is enforced
+/// for it, so no route can be added without saying who may use it.
+pub struct PlainRoute {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    handler: MethodRouter<HttpState>,
+}
+
+fn plain_routes() -> Vec<PlainRoute> {
+    use Access::{Anyone, AtLeast};
+    let route = |method: Method, path, access, handler| PlainRoute {
+        method,
+        path,
+        access,
+        handler,
+    };
+    vec![
+        route(Method::GET, "/healthz", Anyone, get(health::healthz)),
+        route(Method::POST, "/auth/login", Anyone, post(auth::login)),
+        route(Method::POST, "/auth/logout", Anyone, post(auth::logout)),
+        route(
+            Method::GET,
+            "/artifacts/{id}/download",
+            AtLeast(Role::Viewer),
+            get(artifacts::download),
+        ),
+        route(
+            Method::GET,
+            "/audit/{file}",
+            AtLeast(Role::Admin),
+            get(audit_export::export),
+        ),
+        route(
+            Method::GET,
+            "/events/runs/{id}",
+            AtLeast(Role::Viewer),
+            get(events::run_events),
+        ),
+        route(
+            Method::GET,
+            "/events/dashboard",
+            AtLeast(Role::Viewer),
+            get(events::dashboard_events),
+        ),
+        route(
+            Method::GET,
+            "/events/instances/{ti}/log",
+            AtLeast(Role::Viewer),
+            get(events::log_events),
+        ),
+    ]
+}
+
+/// Method, path and access of every route outside Leptos, as the router has them.
+pub fn plain_route_table() -> Vec<(Method, &'static str, Access)> {
+    plain_routes()
+        .into_iter()
+        .map(|r| (r.method, r.path, r.access))
+        .collect()
+}
+
+/// The paths of the console's pages (Leptos routes), as the router has them.
+pub fn page_paths() -> Vec<String> {
+    generate_route_list(app::App)
+        .iter()
+        .map(|r| r.path().to_string())
+        .collect()
 }
 
 /// The largest request body the web server accepts (the demo S3 endpoint, mounted beside

@@ -40,6 +40,11 @@ pub struct FaultRule {
     /// How many requests this rule still applies to; `None` = forever.
     #[serde(default)]
     pub count: Option<u32>,
+    /// Matching requests let through unharmed before the rule starts to apply (a fault in the
+    /// middle of an export: the first pages arrive, a later one does not). While it waits, the
+    /// rule still decides for the requests it matches: later rules are not consulted.
+    #[serde(default)]
+    pub after: u32,
 }
 
 /// What happens to a matching request.
@@ -72,11 +77,17 @@ impl FaultRule {
             method: None,
             kind,
             count: None,
+            after: 0,
         }
     }
     /// Limit to `n` requests.
     pub fn times(mut self, n: u32) -> Self {
         self.count = Some(n);
+        self
+    }
+    /// Let the first `n` matching requests through.
+    pub fn after(mut self, n: u32) -> Self {
+        self.after = n;
         self
     }
     /// Limit to one study.
@@ -119,6 +130,10 @@ impl Faults {
             .iter()
             .position(|r| r.matches(study, endpoint, method))?;
         let rule = &mut self.rules[pos];
+        if rule.after > 0 {
+            rule.after -= 1;
+            return None;
+        }
         let kind = rule.kind.clone();
         if let Some(c) = rule.count.as_mut() {
             *c -= 1;
@@ -157,5 +172,28 @@ mod tests {
         .unwrap();
         assert_eq!(parsed.rules.len(), 2);
         assert_eq!(parsed.latency_ms, 5);
+    }
+
+    #[test]
+    fn a_rule_waits_for_its_first_requests_to_pass() {
+        let mut f: Faults = serde_json::from_str(
+            r#"{"rules":[{"study":"DEMO","kind":{"type":"malformed"},"after":2,"count":1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            f.rules[0],
+            FaultRule::any(FaultKind::Malformed)
+                .study("DEMO")
+                .after(2)
+                .times(1)
+        );
+        assert!(f.take_rule(Some("DEMO"), "records", "GET").is_none());
+        assert!(f.take_rule(Some("OTHER"), "records", "GET").is_none());
+        assert!(f.take_rule(Some("DEMO"), "records", "GET").is_none());
+        assert_eq!(
+            f.take_rule(Some("DEMO"), "records", "GET"),
+            Some(FaultKind::Malformed)
+        );
+        assert!(f.take_rule(Some("DEMO"), "records", "GET").is_none());
     }
 }

@@ -111,13 +111,32 @@ pub fn parse_s3_url(url: &str) -> Result<(String, String), ObjStoreError> {
             "bucket names are 3-63 characters of a-z 0-9 . - and start/end with a letter or digit",
         ));
     }
+    check_object_key(key).map_err(invalid)?;
+    Ok((bucket.to_owned(), key.to_owned()))
+}
+
+/// Keys are names, not paths: tools that mirror a bucket onto a disk would resolve `.` and
+/// `..` segments, so they are refused like control characters and over-long keys.
+pub fn check_object_key(key: &str) -> Result<(), &'static str> {
     if key.is_empty() {
-        return Err(invalid("missing object key after the bucket"));
+        return Err("missing object key after the bucket");
     }
     if key.len() > 1024 {
-        return Err(invalid("object key longer than 1024 bytes"));
+        return Err("object key longer than 1024 bytes");
     }
-    Ok((bucket.to_owned(), key.to_owned()))
+    if key.starts_with('/') {
+        return Err("object key must not start with /");
+    }
+    if key
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Err("object key must not contain . or .. segments");
+    }
+    if key.chars().any(char::is_control) {
+        return Err("object key must not contain control characters");
+    }
+    Ok(())
 }
 
 fn valid_bucket_name(bucket: &str) -> bool {

@@ -118,9 +118,9 @@ impl Destination {
             root.join(path)
         };
         if !full.starts_with(root) {
+            // Viewers read task errors: name the rule, not the server's folders.
             return Err(format!(
-                "output_path `{output_path}` is outside the export root {}",
-                root.display()
+                "output_path `{output_path}` is outside the export root"
             ));
         }
         if full == root || output_path.ends_with('/') {

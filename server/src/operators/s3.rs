@@ -71,6 +71,18 @@ impl Operator for Publish {
             .map_err(|e| TaskError::Fatal(e.to_string()))?;
         let root = &ctx.services.export_root;
         let prefix = a.prefix.trim_matches('/');
+        let key_of = |name: &str| {
+            let key = if prefix.is_empty() {
+                name.to_string()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            crate::objstore::check_object_key(&key)
+                .map(|()| key)
+                .map_err(|reason| TaskError::Fatal(format!("prefix `{}`: {reason}", a.prefix)))
+        };
+        // A bad prefix is refused before anything is uploaded.
+        let manifest_key = key_of("manifest.json")?;
         let mut published = Vec::new();
         for file in &a.files {
             let path = path_of(file).unwrap_or_default();
@@ -87,7 +99,7 @@ impl Operator for Publish {
                 .and_then(|n| n.to_str())
                 .unwrap_or("file")
                 .to_string();
-            let key = format!("{prefix}/{name}");
+            let key = key_of(&name)?;
             let put = store
                 .put_file(&bucket, &key, &inside)
                 .await
@@ -97,7 +109,6 @@ impl Operator for Publish {
         }
         let mut manifest = a.manifest.clone();
         manifest.insert("files".into(), Value::from(published.clone()));
-        let manifest_key = format!("{prefix}/manifest.json");
         let body = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
         store
             .put_bytes(&bucket, &manifest_key, body, "application/json")

@@ -84,6 +84,17 @@ fn like_pattern(search: &str) -> String {
 }
 
 impl Db {
+    /// Changes when anything shown on a run's page changes: its newest event (state changes,
+    /// actions, files recorded before their instance ends) and its alert deliveries' attempts.
+    /// Two index lookups, cheap enough to ask on every page load.
+    pub async fn run_page_version(&self, run_id: i64) -> StoreResult<(i64, i64)> {
+        let version: (i64, i64) = on_pool!(self, pool => sqlx::query_as(
+            "SELECT COALESCE((SELECT MAX(id) FROM engine_events WHERE run_id = $1), 0), \
+             (SELECT CAST(COUNT(*) + COALESCE(SUM(attempts), 0) AS BIGINT) FROM alert_deliveries WHERE run_id = $1)")
+            .bind(run_id).fetch_one(pool).await)?;
+        Ok(version)
+    }
+
     /// The instances matching `q` (mapped placeholders left out) and how many match in all.
     pub async fn instance_page(&self, q: &InstanceQuery) -> StoreResult<(Vec<TiRow>, i64)> {
         const FILTER: &str = "run_id = $1 AND state <> 'removed' AND ($2 IS NULL OR task_id = $2) \
