@@ -2,9 +2,10 @@
 use crate::backend::ServerBackend;
 use crate::config::ServeArgs;
 use crate::engine::Engine;
-use crate::http::{self, SessionSettings, session_store::DbSessionStore};
+use crate::http::{self, SessionSettings};
 use crate::operators::OperatorRegistry;
 use crate::store::Db;
+use crate::store::sessions::DbSessionStore;
 use anyhow::Context;
 use app::port::AppState;
 use leptos::config::{Env, LeptosOptions};

@@ -3,8 +3,8 @@ use crate::helpers::{BACKENDS, Backend, fresh_db};
 use app::model::Role;
 use tower_sessions::SessionStore;
 use tower_sessions::session::{Id, Record};
-use trialflow::http::session_store::DbSessionStore;
 use trialflow::store::Db;
+use trialflow::store::sessions::DbSessionStore;
 use trialflow::store::throttle::ThrottlePolicy;
 
 async fn each_backend<F, Fut>(check: F)

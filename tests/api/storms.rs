@@ -10,6 +10,7 @@ use app::model::{ConnectionInput, Role};
 use app::state::RunState;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use trialflow::objstore::S3Store;
@@ -140,10 +141,15 @@ async fn scan_s3_once(store: &S3Store, seen: &Sightings) {
 
 /// Scans the destination over and over while the run goes; the caller scans once more at the
 /// end (the last file may land between two passes).
-fn keep_scanning(destination: Destination, seen: Sightings) -> tokio::task::JoinHandle<()> {
+fn keep_scanning(
+    destination: Destination,
+    seen: Sightings,
+    passes: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             destination.scan(&seen).await;
+            passes.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
@@ -213,6 +219,17 @@ async fn assert_only_whole_files(app: &TestApp, run: i64, seen: &Sightings) {
             "{name} was seen with other contents than its final ones"
         );
     }
+}
+
+/// The figures RELIABILITY.md quotes (`cargo test … storms -- --nocapture`).
+fn report(destination: &str, passes: &AtomicUsize, seen: &Sightings) {
+    let seen = seen.lock().unwrap();
+    let versions: usize = seen.values().map(Vec::len).sum();
+    eprintln!(
+        "storm {destination}: {} scanner passes, {} final names seen ({versions} contents), partial: 0",
+        passes.load(Ordering::Relaxed),
+        seen.len()
+    );
 }
 
 async fn storm_run(app: &TestApp, export_root: &str) -> i64 {
@@ -289,12 +306,14 @@ async fn a_multi_study_export_rides_out_a_storm_without_partial_files() {
     // Local files.
     let seen: Sightings = Arc::default();
     let local = Destination::Local(app.data_dir.join("exports"));
-    let scanner = keep_scanning(local.clone(), seen.clone());
+    let passes = Arc::new(AtomicUsize::new(0));
+    let scanner = keep_scanning(local.clone(), seen.clone(), passes.clone());
     let run = storm_run(&app, "storm").await;
     scanner.abort();
     local.scan(&seen).await;
     assert_outcomes(&outcomes(&app, run).await);
     assert_only_whole_files(&app, run, &seen).await;
+    report("local", &passes, &seen);
     let export_dir = app.data_dir.join(format!("exports/storm/run-{run}"));
     let left: Vec<String> = std::fs::read_dir(&export_dir)
         .unwrap()
@@ -309,12 +328,14 @@ async fn a_multi_study_export_rides_out_a_storm_without_partial_files() {
     // The same storm, exporting to S3.
     let seen: Sightings = Arc::default();
     let s3 = Destination::S3(moto.store());
-    let scanner = keep_scanning(s3.clone(), seen.clone());
+    let passes = Arc::new(AtomicUsize::new(0));
+    let scanner = keep_scanning(s3.clone(), seen.clone(), passes.clone());
     let run = storm_run(&app, &format!("s3://{BUCKET}/storm")).await;
     scanner.abort();
     s3.scan(&seen).await;
     assert_outcomes(&outcomes(&app, run).await);
     assert_only_whole_files(&app, run, &seen).await;
+    report("s3", &passes, &seen);
     let uploads = moto
         .store()
         .client()

@@ -532,10 +532,14 @@ impl Console for ServerBackend {
     }
 
     async fn get_run(&self, run_id: i64, covering: Option<i64>) -> Result<RunDetail, AppError> {
-        let version = self.db.run_page_version(run_id).await?;
         let detail = self
             .snapshots
-            .detail(run_id, version, covering, || self.build_run_detail(run_id))
+            .detail(
+                run_id,
+                covering,
+                || async { Ok(self.db.run_page_version(run_id).await?) },
+                || self.build_run_detail(run_id),
+            )
             .await?;
         Ok(RunDetail::clone(&detail))
     }
@@ -546,12 +550,15 @@ impl Console for ServerBackend {
         query: InstanceQuery,
         covering: Option<i64>,
     ) -> Result<InstancePage, AppError> {
-        let version = self.db.run_page_version(run_id).await?;
         let page = self
             .snapshots
-            .page(run_id, version, covering, &query, || {
-                self.build_instance_page(run_id, &query)
-            })
+            .page(
+                run_id,
+                covering,
+                &query,
+                || async { Ok(self.db.run_page_version(run_id).await?) },
+                || self.build_instance_page(run_id, &query),
+            )
             .await?;
         Ok(InstancePage::clone(&page))
     }

@@ -37,13 +37,36 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    /// `covering`: the newest event the caller was told of; it must see at least that.
-    fn current(&self, version: Version, covering: Option<i64>) -> bool {
-        self.version == version
-            || (self.running
-                && self.taken.elapsed() < LIVE_SNAPSHOT_AGE
-                && covering.is_none_or(|c| self.detail.last_event_id >= c))
+    /// Good without asking the database: a running run's young snapshot that covers what the
+    /// caller was told of (`covering`).
+    fn live(&self, covering: Option<i64>) -> bool {
+        self.running
+            && self.taken.elapsed() < LIVE_SNAPSHOT_AGE
+            && covering.is_none_or(|c| self.detail.last_event_id >= c)
     }
+}
+
+/// Whether the slot's snapshot serves this caller, asking for the run's version only when
+/// the snapshot is not [`Snapshot::live`].
+async fn current<V, VFut, E>(
+    snapshot: &Option<Snapshot>,
+    covering: Option<i64>,
+    version: &mut Option<Version>,
+    read_version: &V,
+) -> Result<bool, E>
+where
+    V: Fn() -> VFut,
+    VFut: std::future::Future<Output = Result<Version, E>>,
+{
+    let Some(s) = snapshot else {
+        return Ok(false);
+    };
+    if s.live(covering) {
+        return Ok(true);
+    }
+    let v = read_version().await?;
+    *version = Some(v);
+    Ok(s.version == v)
 }
 
 #[derive(Default)]
@@ -87,22 +110,32 @@ impl RunSnapshots {
 
     /// The run's detail: the snapshot's if current, else from `build` (one caller builds,
     /// concurrent ones wait for its result).
-    pub async fn detail<F, Fut, E>(
+    pub async fn detail<V, VFut, F, Fut, E>(
         &self,
         run_id: i64,
-        version: Version,
         covering: Option<i64>,
+        read_version: V,
         build: F,
     ) -> Result<Arc<RunDetail>, E>
     where
+        V: Fn() -> VFut,
+        VFut: std::future::Future<Output = Result<Version, E>>,
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<RunDetail, E>>,
     {
         let slot = self.slot(run_id);
         let mut snapshot = slot.snapshot.lock().await;
-        if let Some(s) = snapshot.as_ref().filter(|s| s.current(version, covering)) {
+        let mut version = None;
+        if current(&snapshot, covering, &mut version, &read_version).await?
+            && let Some(s) = snapshot.as_ref()
+        {
             return Ok(s.detail.clone());
         }
+        // Read before building: a change during the build makes the next caller rebuild.
+        let version = match version {
+            Some(v) => v,
+            None => read_version().await?,
+        };
         let detail = Arc::new(build().await?);
         let running = detail
             .state
@@ -120,22 +153,25 @@ impl RunSnapshots {
 
     /// A page of the run's instances: kept with the snapshot while it is current, else built
     /// afresh (and not kept: only a rebuilt detail starts a new snapshot).
-    pub async fn page<F, Fut, E>(
+    pub async fn page<V, VFut, F, Fut, E>(
         &self,
         run_id: i64,
-        version: Version,
         covering: Option<i64>,
         query: &InstanceQuery,
+        read_version: V,
         build: F,
     ) -> Result<Arc<InstancePage>, E>
     where
+        V: Fn() -> VFut,
+        VFut: std::future::Future<Output = Result<Version, E>>,
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<InstancePage, E>>,
     {
         let slot = self.slot(run_id);
         let mut snapshot = slot.snapshot.lock().await;
         let key = page_key(query);
-        match snapshot.as_mut().filter(|s| s.current(version, covering)) {
+        let is_current = current(&snapshot, covering, &mut None, &read_version).await?;
+        match snapshot.as_mut().filter(|_| is_current) {
             Some(s) => {
                 if let Some(page) = s.pages.get(&key) {
                     return Ok(page.clone());
@@ -192,21 +228,21 @@ mod tests {
         };
         // A finished run: the same version is served from the snapshot, a new one rebuilds.
         let a = snapshots
-            .detail(1, (5, 0), None, || build("success", 5))
+            .detail(1, None, || async { Ok((5, 0)) }, || build("success", 5))
             .await
             .unwrap();
         let b = snapshots
-            .detail(1, (5, 0), None, || build("success", 5))
+            .detail(1, None, || async { Ok((5, 0)) }, || build("success", 5))
             .await
             .unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         let c = snapshots
-            .detail(1, (6, 0), None, || build("success", 6))
+            .detail(1, None, || async { Ok((6, 0)) }, || build("success", 6))
             .await
             .unwrap();
         assert_eq!(c.last_event_id, 6);
         let d = snapshots
-            .detail(1, (6, 1), None, || build("success", 6))
+            .detail(1, None, || async { Ok((6, 1)) }, || build("success", 6))
             .await
             .unwrap();
         assert!(
@@ -218,23 +254,28 @@ mod tests {
         // A running run: newer events within the live window still get the snapshot (its
         // stream catches up from last_event_id); after the window they rebuild.
         let e = snapshots
-            .detail(2, (10, 0), None, || build("running", 10))
+            .detail(2, None, || async { Ok((10, 0)) }, || build("running", 10))
             .await
             .unwrap();
         let f = snapshots
-            .detail(2, (11, 0), None, || build("running", 11))
+            .detail(2, None, || async { Ok((11, 0)) }, || build("running", 11))
             .await
             .unwrap();
         assert!(Arc::ptr_eq(&e, &f));
         // ...unless the caller was told of a newer event (a live update): then it rebuilds.
         let told = snapshots
-            .detail(2, (11, 0), Some(11), || build("running", 11))
+            .detail(
+                2,
+                Some(11),
+                || async { Ok((11, 0)) },
+                || build("running", 11),
+            )
             .await
             .unwrap();
         assert_eq!(told.last_event_id, 11);
         tokio::time::sleep(LIVE_SNAPSHOT_AGE + Duration::from_millis(20)).await;
         let g = snapshots
-            .detail(2, (12, 0), None, || build("running", 12))
+            .detail(2, None, || async { Ok((12, 0)) }, || build("running", 12))
             .await
             .unwrap();
         assert_eq!(g.last_event_id, 12);
@@ -259,31 +300,34 @@ mod tests {
         let q = InstanceQuery::default();
         // No snapshot yet: built, not kept.
         snapshots
-            .page(1, (1, 0), None, &q, || page(1))
+            .page(1, None, &q, || async { Ok((1, 0)) }, || page(1))
             .await
             .unwrap();
         snapshots
-            .page(1, (1, 0), None, &q, || page(1))
+            .page(1, None, &q, || async { Ok((1, 0)) }, || page(1))
             .await
             .unwrap();
         assert_eq!(builds.load(Ordering::SeqCst), 2);
         snapshots
-            .detail(1, (1, 0), None, || async {
-                Ok::<_, ()>(detail("success", 1))
-            })
+            .detail(
+                1,
+                None,
+                || async { Ok((1, 0)) },
+                || async { Ok::<_, ()>(detail("success", 1)) },
+            )
             .await
             .unwrap();
         snapshots
-            .page(1, (1, 0), None, &q, || page(1))
+            .page(1, None, &q, || async { Ok((1, 0)) }, || page(1))
             .await
             .unwrap();
         let kept = snapshots
-            .page(1, (1, 0), None, &q, || page(9))
+            .page(1, None, &q, || async { Ok((1, 0)) }, || page(9))
             .await
             .unwrap();
         assert_eq!((kept.total, builds.load(Ordering::SeqCst)), (1, 3));
         let newer = snapshots
-            .page(1, (2, 0), None, &q, || page(2))
+            .page(1, None, &q, || async { Ok((2, 0)) }, || page(2))
             .await
             .unwrap();
         assert_eq!(newer.total, 2);

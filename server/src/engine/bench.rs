@@ -179,14 +179,7 @@ async fn scale_run(
     // Workers announce themselves in the workers table; wait until all have.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let live: i64 = match db {
-            Db::Postgres(pool) => {
-                sqlx::query_scalar("SELECT COUNT(*) FROM workers WHERE stopped_at IS NULL")
-                    .fetch_one(pool)
-                    .await?
-            }
-            Db::Sqlite(_) => 0,
-        };
+        let live = db.live_workers().await?;
         if live >= i64::try_from(procs).unwrap_or(i64::MAX) || Instant::now() > deadline {
             break;
         }
@@ -198,11 +191,7 @@ async fn scale_run(
     for mut c in children {
         let _ = c.kill().await;
     }
-    if let Db::Postgres(pool) = db {
-        sqlx::query("UPDATE workers SET stopped_at = 1 WHERE stopped_at IS NULL")
-            .execute(pool)
-            .await?;
-    }
+    db.mark_all_workers_stopped().await?;
     Ok(
         json!({"worker_processes": procs, "mapped_per_s": (instances as f64 / took.as_secs_f64()).round(), "mapped_ms": took.as_millis()}),
     )

@@ -6,8 +6,6 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use tokio::sync::{Notify, broadcast, watch};
 
-pub const CHANNEL: &str = "trialflow_engine";
-
 pub struct EventBus {
     events: broadcast::Sender<EngineEvent>,
     /// Wakes the scheduler (a stored permit survives until it waits again).
@@ -68,19 +66,6 @@ impl EventBus {
     }
 }
 
-/// Tells other processes: "work" (instances queued) or "done" (an attempt ended / a run changed).
-pub async fn notify_others(db: &Db, what: &str) {
-    if let Db::Postgres(pool) = db
-        && let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(what)
-            .execute(pool)
-            .await
-    {
-        tracing::warn!(error = %e, "NOTIFY failed; other processes will notice on their next poll");
-    }
-}
-
 /// On PostgreSQL: wakes local workers and scheduler on other processes' news, and republishes
 /// their events locally (so every server can stream every run).
 pub fn spawn_listener(
@@ -88,46 +73,28 @@ pub fn spawn_listener(
     bus: std::sync::Arc<EventBus>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let Db::Postgres(pool) = db.clone() else {
+    let Some(mut news) = db.listen_to_others() else {
         return;
     };
     tokio::spawn(async move {
         let mut cursor = db.last_event_id().await.unwrap_or(0);
         loop {
-            let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "LISTEN connection failed; retrying");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    continue;
-                }
+            let what = tokio::select! {
+                () = shutdown.cancelled() => return,
+                what = news.recv() => match what {
+                    Some(what) => what,
+                    None => return,
+                },
             };
-            if let Err(e) = listener.listen(CHANNEL).await {
-                tracing::warn!(error = %e, "LISTEN failed; retrying");
-                continue;
+            match what {
+                crate::store::notify::News::Work => bus.wake_workers(),
+                crate::store::notify::News::Done => bus.wake_scheduler(),
             }
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    msg = listener.recv() => match msg {
-                        Ok(n) => {
-                            match n.payload() {
-                                "work" => bus.wake_workers(),
-                                _ => bus.wake_scheduler(),
-                            }
-                            if let Ok(events) = db.events_since(cursor, 10_000).await {
-                                if let Some(last) = events.last() {
-                                    cursor = last.id;
-                                }
-                                bus.publish(events);
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
-                            break;
-                        }
-                    }
+            if let Ok(events) = db.events_since(cursor, 10_000).await {
+                if let Some(last) = events.last() {
+                    cursor = last.id;
                 }
+                bus.publish(events);
             }
         }
     });

@@ -7,7 +7,7 @@ pub mod bench;
 pub mod catalog;
 pub mod duration;
 pub mod events;
-mod leader;
+mod launcher;
 pub mod params;
 pub mod scheduler;
 pub mod spec;
@@ -193,7 +193,6 @@ impl Engine {
                 export_root: absolute(&config.export_root),
                 secrets: connections.known_secrets(),
                 connections,
-                engine: std::sync::OnceLock::new(),
                 filesystems,
             }),
             db,
@@ -207,7 +206,6 @@ impl Engine {
             running: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
         });
-        let _ = engine.services.engine.set(Arc::downgrade(&engine));
         for e in engine
             .catalog
             .load(
@@ -219,7 +217,7 @@ impl Engine {
         {
             tracing::error!(error = %e, "pipeline not loaded");
         }
-        if engine.config.scheduler && matches!(engine.db, Db::Sqlite(_)) {
+        if engine.config.scheduler && engine.db.is_single_node() {
             // Single node: nothing else can be running these, so reclaim them now.
             engine.db.expire_all_leases().await?;
         }
@@ -594,7 +592,9 @@ impl Engine {
     /// Something changed that the scheduler should look at, here and in other processes.
     async fn changed(&self) {
         self.bus.wake_scheduler();
-        events::notify_others(&self.db, "done").await;
+        self.db
+            .notify_others(crate::store::notify::News::Done)
+            .await;
     }
 
     /// Local attempts of this run whose claim has moved on stop at once (remote workers notice

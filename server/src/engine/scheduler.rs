@@ -123,7 +123,7 @@ pub fn placeholder(
 impl Engine {
     /// The scheduler loop; returns when the engine shuts down.
     pub(super) async fn scheduler_loop(self: Arc<Self>) {
-        let mut leader = super::leader::Leadership::new(self.db.clone());
+        let mut leader = crate::store::leader::Leadership::new(self.db.clone());
         loop {
             if self.shutdown.is_cancelled() {
                 break;
@@ -210,7 +210,9 @@ impl Engine {
         }
         if queued_any {
             self.bus.wake_workers();
-            super::events::notify_others(&self.db, "work").await;
+            self.db
+                .notify_others(crate::store::notify::News::Work)
+                .await;
         }
         Ok(next_due)
     }
@@ -265,7 +267,9 @@ impl Engine {
             crate::export::provenance::write_before_run_ends(&self.services, run.id).await;
             let events = self.db.finish_run(run.id).await?;
             self.bus.publish(events);
-            super::events::notify_others(&self.db, "done").await;
+            self.db
+                .notify_others(crate::store::notify::News::Done)
+                .await;
             return Ok((false, None));
         }
 
@@ -682,9 +686,15 @@ impl Engine {
 
     /// Attempts whose worker stopped renewing its lease count as failed tries.
     async fn reap_expired_leases(&self) -> Result<(), EngineError> {
-        for (ti_id, fence, run_id, try_number, max_tries, attempt_id) in
-            self.db.expired_leases(now_ms()).await?
-        {
+        for lease in self.db.expired_leases(now_ms()).await? {
+            let crate::store::engine::ExpiredLease {
+                ti_id,
+                fence,
+                run_id,
+                try_number,
+                max_tries,
+                attempt_id,
+            } = lease;
             let error =
                 "the worker running this attempt stopped answering (lease expired)".to_string();
             let retry = if try_number < max_tries {

@@ -5,6 +5,7 @@
 use super::duration::Dur;
 use super::params::ParamSpec;
 use super::template::{Templates, referenced_tasks};
+use crate::yaml_lines::Seg;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -531,41 +532,10 @@ fn refine_line(source: &str, line: usize, message: &str) -> usize {
         .map_or(line, |(n, _)| n + 1)
 }
 
-/// The 1-based line of a nested key in YAML block style (`tasks` → `export` → `retries`), or of
-/// the deepest key found. Flow-style maps (`{ … }`) resolve to the enclosing key's line.
+/// The 1-based line of a nested key (`tasks` → `export` → `retries`), or of the deepest key found.
 pub fn locate(source: &str, path: &[&str]) -> Option<usize> {
-    let mut found = None;
-    let mut min_indent: Option<usize> = None;
-    let mut depth = 0;
-    for (n, line) in source.lines().enumerate() {
-        if depth == path.len() {
-            break;
-        }
-        let trimmed = line.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let indent = line.len() - trimmed.len();
-        if let Some(min) = min_indent
-            && indent <= min
-            && depth > 0
-        {
-            // Left the block of the last key found without meeting the next one.
-            break;
-        }
-        let key = trimmed
-            .split(':')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .trim_matches(['"', '\'']);
-        if trimmed.contains(':') && key == path[depth] {
-            found = Some(n + 1);
-            min_indent = Some(indent);
-            depth += 1;
-        }
-    }
-    found
+    let path: Vec<Seg> = path.iter().map(|key| Seg::Key(key)).collect();
+    crate::yaml_lines::locate(source, &path)
 }
 
 #[cfg(test)]

@@ -119,7 +119,9 @@ impl Engine {
             Ok(Some(events)) => {
                 self.bus.publish(events);
                 self.bus.wake_scheduler();
-                super::events::notify_others(&self.db, "done").await;
+                self.db
+                    .notify_others(crate::store::notify::News::Done)
+                    .await;
             }
             Ok(None) => tracing::info!(
                 ti_id = c.id,
@@ -132,7 +134,7 @@ impl Engine {
         }
     }
 
-    async fn run_attempt(&self, c: &Claimed, cancel: CancellationToken) -> Completion {
+    async fn run_attempt(self: &Arc<Self>, c: &Claimed, cancel: CancellationToken) -> Completion {
         let prepared = async {
             let run = self
                 .db
@@ -178,6 +180,7 @@ impl Engine {
             log: TaskLog::new(self.db.clone(), c.attempt_id, self.services.secrets.clone()),
             cancel,
             services: self.services.clone(),
+            launcher: self.clone(),
         };
         let work = async {
             if op.is_sensor() {

@@ -1,7 +1,6 @@
 //! Running flows by name: `run` returns the run id at once; `run_and_return` waits and returns
 //! every task's result (by slug) or one task's, with a distinct error for each way it can fail.
 use crate::engine::{Engine, EngineError, RunOptions};
-use crate::operators::flows::child_results;
 use app::state::{RunState, TaskState};
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -134,7 +133,8 @@ pub async fn run_and_return(
                 error,
             });
         }
-        let results = child_results(engine, run_id)
+        let results = engine
+            .run_results(run_id)
             .await
             .map_err(EngineError::Invalid)?;
         let by_slug: Map<String, Value> = results
@@ -170,7 +170,8 @@ pub async fn run_and_return(
             state: unfinished.state.clone(),
         });
     }
-    let results = child_results(engine, run_id)
+    let results = engine
+        .run_results(run_id)
         .await
         .map_err(EngineError::Invalid)?;
     match results.get(task) {

@@ -7,7 +7,6 @@ pub mod csrf;
 pub mod events;
 pub mod health;
 pub mod run_watch;
-pub mod session_store;
 
 use crate::store::Db;
 use app::model::Role;
@@ -68,7 +67,7 @@ pub fn router(
         watches: run_watch::RunWatches::default(),
     };
     let idle = time::Duration::try_from(sessions.idle).unwrap_or(time::Duration::hours(8));
-    let session_layer = SessionManagerLayer::new(session_store::DbSessionStore::new(db))
+    let session_layer = SessionManagerLayer::new(crate::store::sessions::DbSessionStore::new(db))
         .with_name(SESSION_COOKIE)
         .with_http_only(true)
         .with_same_site(SameSite::Lax)

@@ -75,7 +75,6 @@ impl Operator for RunChild {
 
     async fn execute(&self, ctx: &TaskContext) -> Result<Value, TaskError> {
         let args: RunChildArgs = typed(&ctx.args).map_err(TaskError::Fatal)?;
-        let engine = ctx.services.engine()?;
         let mut passed = Map::new();
         for (name, value) in &args.parameters {
             let resolved = match value.get(RESULT_KEY) {
@@ -108,32 +107,32 @@ impl Operator for RunChild {
                     .filter(|l| !l.is_empty())
                     .map(str::to_string),
             );
-            if let Ok(p) = engine.run_pipeline(run) {
-                labels.extend(p.spec.labels.iter().cloned());
-            }
+            labels.extend(ctx.launcher.pipeline_labels(run));
         }
-        let options = crate::engine::RunOptions {
-            labels,
-            run_name: Some(format!(
-                "{} run {} · {}",
-                ctx.pipeline_id, ctx.run_id, args.flow
-            )),
-            start_after: None,
-        };
         let by = format!("{} run {}", ctx.pipeline_id, ctx.run_id);
-        let child = engine
-            .trigger_with(&args.flow, passed.clone(), &by, options)
+        let child = ctx
+            .launcher
+            .launch(super::Launch {
+                pipeline_id: args.flow.clone(),
+                conf: passed.clone(),
+                by: by.clone(),
+                labels,
+                run_name: Some(format!(
+                    "{} run {} · {}",
+                    ctx.pipeline_id, ctx.run_id, args.flow
+                )),
+            })
             .await
             .map_err(|e| TaskError::Fatal(format!("starting flow {}: {e}", args.flow)))?;
         ctx.log
             .info(format!("started run {child} of flow {}", args.flow))
             .await;
         let state = tokio::select! {
-            r = engine.wait_for_run(child, Duration::from_secs(7 * 24 * 3600)) => {
+            r = ctx.launcher.wait(child, Duration::from_secs(7 * 24 * 3600)) => {
                 r.map_err(|e| TaskError::Retryable(format!("waiting for run {child}: {e}")))?
             }
             () = ctx.cancel.cancelled() => {
-                let _ = engine.cancel_run(child, &by).await;
+                let _ = ctx.launcher.cancel(child, &by).await;
                 return Err(TaskError::Retryable("cancelled".into()));
             }
         };
@@ -143,7 +142,9 @@ impl Operator for RunChild {
                 args.flow
             )));
         }
-        let results = child_results(&engine, child)
+        let results = ctx
+            .launcher
+            .results(child)
             .await
             .map_err(TaskError::Retryable)?;
         ctx.log
@@ -158,43 +159,6 @@ impl Operator for RunChild {
             "results": results,
         }))
     }
-}
-
-/// Every task's result of a finished run: a mapped task's as a list in map order.
-pub async fn child_results(
-    engine: &crate::engine::Engine,
-    run_id: i64,
-) -> Result<Map<String, Value>, String> {
-    let run = engine
-        .db
-        .run_row(run_id)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("run {run_id} vanished"))?;
-    let pipeline = engine.run_pipeline(&run).map_err(|e| e.to_string())?;
-    let mut results = Map::new();
-    for task in &pipeline.order {
-        let outputs = engine
-            .db
-            .task_outputs(run_id, task)
-            .await
-            .map_err(|e| e.to_string())?;
-        let values: Vec<Value> = outputs
-            .into_iter()
-            .map(|(_, o)| {
-                o.and_then(|o| serde_json::from_str(&o).ok())
-                    .unwrap_or(Value::Null)
-            })
-            .collect();
-        let mapped = pipeline.task(task).is_some_and(|t| t.is_mapped());
-        let value = if mapped {
-            Value::Array(values)
-        } else {
-            values.into_iter().next().unwrap_or(Value::Null)
-        };
-        results.insert(task.clone(), value);
-    }
-    Ok(results)
 }
 
 #[derive(Deserialize)]

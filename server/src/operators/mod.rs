@@ -9,6 +9,7 @@ mod s3;
 use crate::connections::{Connections, KnownSecrets};
 use crate::engine::spec::OperatorCatalog;
 use crate::store::Db;
+use app::state::RunState;
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -37,20 +38,33 @@ pub struct Services {
     pub connections: Arc<Connections>,
     /// Scrubs secret values from task logs, errors and results.
     pub secrets: KnownSecrets,
-    /// The engine itself, for operators that start runs (a flow of flows' children). Set once
-    /// the engine exists; weak so the engine and its services do not keep each other alive.
-    pub engine: std::sync::OnceLock<std::sync::Weak<crate::engine::Engine>>,
     /// Where flows' file references point: `local` (`<data dir>/files`) and configured ones.
     pub filesystems: crate::flows::files::Filesystems,
 }
 
-impl Services {
-    pub fn engine(&self) -> Result<Arc<crate::engine::Engine>, TaskError> {
-        self.engine
-            .get()
-            .and_then(std::sync::Weak::upgrade)
-            .ok_or_else(|| TaskError::Retryable("the engine is stopping".into()))
-    }
+/// A run an operator asks for (a flow of flows' child).
+pub struct Launch {
+    pub pipeline_id: String,
+    pub conf: serde_json::Map<String, Value>,
+    /// Who asked, as the run and the audit record show it.
+    pub by: String,
+    /// Only workers advertising all of these run its tasks.
+    pub labels: Vec<String>,
+    pub run_name: Option<String>,
+}
+
+/// What operators may ask of the engine that runs them: start a run, wait for it, cancel it and
+/// read its results. The engine hands itself to every attempt as this port, so operators never
+/// depend on the engine itself.
+#[async_trait]
+pub trait Launcher: Send + Sync {
+    async fn launch(&self, launch: Launch) -> Result<i64, String>;
+    async fn wait(&self, run_id: i64, limit: std::time::Duration) -> Result<RunState, String>;
+    async fn cancel(&self, run_id: i64, by: &str) -> Result<(), String>;
+    /// Labels the run's pipeline asks for.
+    fn pipeline_labels(&self, run: &crate::store::engine::RunRow) -> Vec<String>;
+    /// Every task's result of a finished run: a mapped task's as a list in map order.
+    async fn results(&self, run_id: i64) -> Result<serde_json::Map<String, Value>, String>;
 }
 
 /// Appends lines to the log of the current attempt; readable while the task runs.
@@ -104,6 +118,7 @@ pub struct TaskContext {
     /// Fired on timeout, cancellation or shutdown; long operations should stop promptly.
     pub cancel: CancellationToken,
     pub services: Arc<Services>,
+    pub launcher: Arc<dyn Launcher>,
 }
 
 #[async_trait]

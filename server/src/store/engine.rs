@@ -157,6 +157,17 @@ impl TiRow {
 pub(super) const RUN_COLUMNS: &str = "id, pipeline_id, state, conf, run_trigger, triggered_by, logical_date, labels, spec, \
     queued_at, started_at, ended_at, run_name, start_after";
 
+/// A running attempt whose worker stopped renewing its lease.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ExpiredLease {
+    pub ti_id: i64,
+    pub fence: i64,
+    pub run_id: i64,
+    pub try_number: i64,
+    pub max_tries: i64,
+    pub attempt_id: i64,
+}
+
 pub(super) const TI_COLUMNS: &str = "id, run_id, task_id, map_index, map_key, state, try_number, max_tries, pool, \
     pool_slots, priority, labels, input, output, error, queued_at, started_at, ended_at, next_attempt_at, \
     sensor_started_at, fence, lease_owner";
@@ -800,13 +811,9 @@ impl Db {
     }
 
     /// Running instances whose worker stopped renewing the lease.
-    pub async fn expired_leases(
-        &self,
-        now: i64,
-    ) -> StoreResult<Vec<(i64, i64, i64, i64, i64, i64)>> {
-        // (ti_id, fence, run_id, try_number, max_tries, attempt_id)
+    pub async fn expired_leases(&self, now: i64) -> StoreResult<Vec<ExpiredLease>> {
         Ok(on_pool!(self, pool => sqlx::query_as(
-            "SELECT ti.id, ti.fence, ti.run_id, ti.try_number, ti.max_tries, a.id FROM task_instances ti \
+            "SELECT ti.id AS ti_id, ti.fence, ti.run_id, ti.try_number, ti.max_tries, a.id AS attempt_id FROM task_instances ti \
              JOIN task_attempts a ON a.ti_id = ti.id AND a.fence = ti.fence \
              WHERE ti.state = 'running' AND ti.lease_expires_at < $1").bind(now).fetch_all(pool).await)?)
     }
@@ -981,6 +988,20 @@ impl Db {
     pub async fn last_event_id(&self) -> StoreResult<i64> {
         let id: Option<i64> = on_pool!(self, pool => sqlx::query_scalar("SELECT MAX(id) FROM engine_events").fetch_one(pool).await)?;
         Ok(id.unwrap_or(0))
+    }
+
+    /// Worker processes that have announced themselves and not stopped.
+    pub async fn live_workers(&self) -> StoreResult<i64> {
+        let n: i64 = on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM workers WHERE stopped_at IS NULL").fetch_one(pool).await)?;
+        Ok(n)
+    }
+
+    /// Marks every worker stopped (a benchmark's killed worker processes could not say so).
+    pub async fn mark_all_workers_stopped(&self) -> StoreResult<()> {
+        execute_on!(self, pool => sqlx::query(
+            "UPDATE workers SET stopped_at = 1 WHERE stopped_at IS NULL").execute(pool).await)?;
+        Ok(())
     }
 
     pub async fn register_worker(

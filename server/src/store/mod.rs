@@ -9,6 +9,9 @@ pub mod connections;
 pub mod console;
 pub mod engine;
 pub mod flows;
+pub mod leader;
+pub mod notify;
+pub mod sessions;
 pub mod throttle;
 pub mod users;
 
@@ -175,6 +178,11 @@ impl Db {
         }
     }
 
+    /// SQLite is one node: no other process can be running work from this database.
+    pub fn is_single_node(&self) -> bool {
+        matches!(self, Db::Sqlite(_))
+    }
+
     /// A round trip to the database, timed.
     ///
     /// On SQLite a read answers even while another process holds the file's write lock, so
@@ -187,7 +195,10 @@ impl Db {
                 sqlx::query("SELECT 1").execute(pool).await?;
             }
             Db::Sqlite(pool) => {
-                let mut conn = pool.acquire().await?;
+                // Every connection may be waiting for the lock itself: that is an outage too.
+                let mut conn = tokio::time::timeout(WRITE_PROBE_WAIT, pool.acquire())
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)??;
                 let wait = WRITE_PROBE_WAIT.as_millis();
                 sqlx::query(&format!("PRAGMA busy_timeout = {wait}"))
                     .execute(&mut *conn)

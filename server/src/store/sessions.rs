@@ -1,5 +1,5 @@
 //! Web sessions in the application database, whichever backend it is.
-use crate::store::Db;
+use super::Db;
 use async_trait::async_trait;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};

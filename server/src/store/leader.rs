@@ -1,7 +1,7 @@
 //! Only one scheduler at a time: on PostgreSQL the holder of a session-level advisory lock,
 //! kept on a connection taken out of the pool (if the process dies, the lock goes with it).
 //! SQLite is single-node: its one server always schedules.
-use crate::store::Db;
+use super::Db;
 use sqlx::Connection;
 
 const LOCK_KEY: i64 = 0x7472_6961_6c66; // "trialf"
