@@ -3,12 +3,12 @@
 //! random share of 502s. Retries follow the policy, every study gets its own outcome, and a
 //! scanner watching the destination the whole time never sees a partial file under a final
 //! name, on local disk and on S3 (moto). A POST under a 5xx is sent exactly once.
-use crate::exports::{demo_app_with, failure, sha256_hex};
+use crate::exports::{demo_app_with, failure, run_to_end, sha256_hex};
 use crate::helpers::{Backend, TestApp};
 use crate::s3::Moto;
 use app::model::{ConnectionInput, Role};
 use app::state::RunState;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -234,19 +234,8 @@ fn report(destination: &str, passes: &AtomicUsize, seen: &Sightings) {
 
 async fn storm_run(app: &TestApp, export_root: &str) -> i64 {
     sim(app, reqwest::Method::PUT, "/__sim/faults", Some(storm())).await;
-    let mut conf = Map::new();
-    conf.insert("connection".into(), json!("imednet_storm"));
-    conf.insert("export_root".into(), json!(export_root));
-    let run = app
-        .engine
-        .trigger("storm_export", conf, "test", Vec::new())
-        .await
-        .unwrap();
-    let state = app
-        .engine
-        .wait_for_run(run, Duration::from_secs(120))
-        .await
-        .unwrap();
+    let conf = json!({"connection": "imednet_storm", "export_root": export_root});
+    let (run, state) = run_to_end(app, "storm_export", conf).await;
     assert_eq!(state, RunState::Failed, "{}", failure(app, run).await);
     // Every counted fault fired: what is left is the endless one and the POST's.
     let left = sim(app, reqwest::Method::GET, "/__sim/faults", None).await;
@@ -358,7 +347,7 @@ async fn a_multi_study_export_rides_out_a_storm_without_partial_files() {
         .as_u64()
         .unwrap();
     sim(&app, reqwest::Method::PUT, "/__sim/faults", Some(storm())).await;
-    let (run, state) = crate::exports::run_to_end(&app, "storm_submit", json!({})).await;
+    let (run, state) = run_to_end(&app, "storm_submit", json!({})).await;
     assert_eq!(state, RunState::Failed);
     let after = sim(&app, reqwest::Method::GET, "/__sim/stats", None).await["posts"]
         .as_u64()
