@@ -176,7 +176,8 @@ impl Application {
 
 /// Removes expired sessions every ten minutes.
 fn spawn_session_sweeper(db: Db) -> tokio::task::JoinHandle<()> {
-    let store = DbSessionStore::new(db);
+    // Sweeping never loads a session, so the idle time given here is never used.
+    let store = DbSessionStore::new(db, time::Duration::hours(8));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
         loop {

@@ -144,7 +144,8 @@ async fn audit_entries_come_back_newest_first() {
 #[tokio::test]
 async fn sessions_are_stored_loaded_and_deleted() {
     each_backend(|db, backend| async move {
-        let store = DbSessionStore::new(db);
+        let idle = time::Duration::hours(1);
+        let store = DbSessionStore::new(db.clone(), idle);
         let mut record = Record {
             id: Id::default(),
             data: [("user".to_string(), serde_json::json!({"id": 1, "epoch": 0}))]
@@ -173,6 +174,47 @@ async fn sessions_are_stored_loaded_and_deleted() {
             "{backend:?}: expired sessions are not loaded"
         );
         store.delete_expired().await.expect("sweep");
+
+        // Signed in 50 minutes ago and active since: loading extends the stored expiry (not
+        // the sign-in time plus idle), so the session lives on.
+        let mut active = Record {
+            id: Id::default(),
+            data: [("user".to_string(), serde_json::json!({"id": 2, "epoch": 0}))]
+                .into_iter()
+                .collect(),
+            expiry_date: time::OffsetDateTime::now_utc() + time::Duration::minutes(10),
+        };
+        store.create(&mut active).await.expect("create active");
+        let first = store
+            .load(&active.id)
+            .await
+            .expect("load")
+            .expect("present");
+        let least = time::OffsetDateTime::now_utc() + idle - time::Duration::seconds(5);
+        assert!(first.expiry_date > least, "{backend:?}: {first:?}");
+        assert_eq!(
+            first.data, active.data,
+            "{backend:?}: the data is not touched"
+        );
+        // Within the minute the stored expiry is not written again.
+        let again = store
+            .load(&active.id)
+            .await
+            .expect("load")
+            .expect("present");
+        assert_eq!(again.expiry_date, first.expiry_date, "{backend:?}");
+        // Read back by a store with a short idle time, which has nothing to extend: the
+        // database holds the new expiry.
+        let reader = DbSessionStore::new(db, time::Duration::minutes(1));
+        let stored = reader
+            .load(&active.id)
+            .await
+            .expect("load")
+            .expect("present");
+        assert!(stored.expiry_date > least, "{backend:?}: stored {stored:?}");
+        // Signed out in between: a later load does not bring the session back.
+        store.delete(&active.id).await.expect("sign out");
+        assert!(store.load(&active.id).await.expect("load").is_none());
     })
     .await;
 }

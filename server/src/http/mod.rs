@@ -67,13 +67,14 @@ pub fn router(
         watches: run_watch::RunWatches::default(),
     };
     let idle = time::Duration::try_from(sessions.idle).unwrap_or(time::Duration::hours(8));
-    let session_layer = SessionManagerLayer::new(crate::store::sessions::DbSessionStore::new(db))
-        .with_name(SESSION_COOKIE)
-        .with_http_only(true)
-        .with_same_site(SameSite::Lax)
-        .with_secure(sessions.secure_cookies)
-        .with_path("/")
-        .with_expiry(Expiry::OnInactivity(idle));
+    let session_layer =
+        SessionManagerLayer::new(crate::store::sessions::DbSessionStore::new(db, idle))
+            .with_name(SESSION_COOKIE)
+            .with_http_only(true)
+            .with_same_site(SameSite::Lax)
+            .with_secure(sessions.secure_cookies)
+            .with_path("/")
+            .with_expiry(Expiry::OnInactivity(idle));
 
     let mut plain = Router::new();
     for route in plain_routes() {
