@@ -141,18 +141,26 @@ async fn audit_entries_come_back_newest_first() {
     .await;
 }
 
+/// A signed-in user's session record ending `expires_in` from now (negative: already ended).
+fn session_of(user_id: i64, expires_in: time::Duration) -> Record {
+    Record {
+        id: Id::default(),
+        data: [(
+            "user".to_string(),
+            serde_json::json!({"id": user_id, "epoch": 0}),
+        )]
+        .into_iter()
+        .collect(),
+        expiry_date: time::OffsetDateTime::now_utc() + expires_in,
+    }
+}
+
 #[tokio::test]
 async fn sessions_are_stored_loaded_and_deleted() {
     each_backend(|db, backend| async move {
         let idle = time::Duration::hours(1);
         let store = DbSessionStore::new(db.clone(), idle);
-        let mut record = Record {
-            id: Id::default(),
-            data: [("user".to_string(), serde_json::json!({"id": 1, "epoch": 0}))]
-                .into_iter()
-                .collect(),
-            expiry_date: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
-        };
+        let mut record = session_of(1, time::Duration::hours(1));
         store.create(&mut record).await.expect("create");
         let loaded = store
             .load(&record.id)
@@ -163,11 +171,7 @@ async fn sessions_are_stored_loaded_and_deleted() {
         store.delete(&record.id).await.expect("delete");
         assert!(store.load(&record.id).await.expect("load").is_none());
 
-        let mut expired = Record {
-            id: Id::default(),
-            data: Default::default(),
-            expiry_date: time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
-        };
+        let mut expired = session_of(3, -time::Duration::minutes(1));
         store.create(&mut expired).await.expect("create expired");
         assert!(
             store.load(&expired.id).await.expect("load").is_none(),
@@ -177,13 +181,7 @@ async fn sessions_are_stored_loaded_and_deleted() {
 
         // Signed in 50 minutes ago and active since: loading extends the stored expiry (not
         // the sign-in time plus idle), so the session lives on.
-        let mut active = Record {
-            id: Id::default(),
-            data: [("user".to_string(), serde_json::json!({"id": 2, "epoch": 0}))]
-                .into_iter()
-                .collect(),
-            expiry_date: time::OffsetDateTime::now_utc() + time::Duration::minutes(10),
-        };
+        let mut active = session_of(2, time::Duration::minutes(10));
         store.create(&mut active).await.expect("create active");
         let first = store
             .load(&active.id)

@@ -4,7 +4,7 @@
 //! stay where sign-in put it and an active session would end `idle` after sign-in. Loading
 //! therefore extends the stored expiry, with one UPDATE at most once per [`touch_slack`] per
 //! session: it never writes the data and never brings back a session signed out meanwhile.
-use super::Db;
+use super::{Db, execute_on};
 use async_trait::async_trait;
 use time::{Duration, OffsetDateTime};
 use tower_sessions::session::{Id, Record};
@@ -58,27 +58,16 @@ impl DbSessionStore {
         let backend = |e: String| session_store::Error::Backend(e);
         let encoded = rmp_serde::to_vec(record).map_err(|e| backend(e.to_string()))?;
         let id = record.id.to_string();
-        let done = match &self.db {
-            Db::Sqlite(pool) => {
-                sqlx::query("UPDATE tower_sessions SET data = ?, expiry_date = ? WHERE id = ?")
-                    .bind(encoded)
-                    .bind(record.expiry_date)
-                    .bind(id)
-                    .execute(pool)
-                    .await
-                    .map(|_| ())
-            }
-            Db::Postgres(pool) => {
-                sqlx::query("UPDATE tower_sessions SET data = $1, expiry_date = $2 WHERE id = $3")
-                    .bind(encoded)
-                    .bind(record.expiry_date)
-                    .bind(id)
-                    .execute(pool)
-                    .await
-                    .map(|_| ())
-            }
-        };
-        done.map_err(|e| backend(e.to_string()))
+        execute_on!(&self.db, pool => sqlx::query(
+            "UPDATE tower_sessions SET data = $1, expiry_date = $2 WHERE id = $3",
+        )
+        .bind(encoded)
+        .bind(record.expiry_date)
+        .bind(id)
+        .execute(pool)
+        .await)
+        .map(|_| ())
+        .map_err(|e| backend(e.to_string()))
     }
 }
 
