@@ -7,6 +7,7 @@
 //! then sends one message for everything that happened, so a 10,000-instance run sends a few
 //! messages a second, not 10,000.
 use super::HttpState;
+use super::run_watch::RunSnapshot;
 use crate::store::engine::EngineEvent;
 use app::model::{InstanceChange, LogLineInfo, RunUpdate, STATE_ORDER};
 use axum::extract::{Path, Query, State};
@@ -14,10 +15,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream, StreamExt};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 /// How long a stream gathers a burst before sending it.
 pub const RUN_COALESCE: Duration = Duration::from_millis(300);
@@ -109,53 +111,108 @@ pub async fn run_events(
     // stream forwards its updates, or catches up on its own where it is not at their start.
     let snapshots = state.watches.watch(&state, run_id, cursor);
     let stream = stream::unfold(
-        (state, snapshots, cursor),
-        move |(state, mut snapshots, mut cursor)| async move {
-            loop {
-                let snapshot = snapshots.borrow_and_update().clone();
-                if snapshot.cursor > cursor {
-                    if let Some(json) = snapshot.json.as_ref().filter(|_| snapshot.from <= cursor) {
-                        cursor = snapshot.cursor;
-                        let event = Event::default()
-                            .id(cursor.to_string())
-                            .event("update")
-                            .data(&**json);
-                        return Some((event, (state, snapshots, cursor)));
-                    }
-                    match catch_up(&state, run_id, cursor, snapshot.cursor).await {
-                        Ok(Some((to, json))) => {
-                            cursor = to;
-                            let event = Event::default()
-                                .id(cursor.to_string())
-                                .event("update")
-                                .data(json);
-                            return Some((event, (state, snapshots, cursor)));
-                        }
-                        // Nothing of this run before the shared update: take that one.
-                        Ok(None) => cursor = cursor.max(snapshot.from),
-                        Err(e) => {
-                            tracing::warn!(error = %e, run_id, "catching up on run events failed");
-                            tokio::time::sleep(RUN_COALESCE).await;
-                            continue;
-                        }
-                    }
-                }
-                if snapshots.changed().await.is_err() {
-                    return None;
-                }
-            }
+        RunStream {
+            state,
+            snapshots,
+            cursor,
+            caught_up: BTreeSet::new(),
+        },
+        move |mut s| async move {
+            let event = s.next(run_id).await?;
+            Some((event, s))
         },
     );
     sse(stream)
 }
 
-/// The update for one stream's events after `after` up to `until` (a backlog at a time).
+/// One client's position in a run's updates.
+struct RunStream {
+    state: HttpState,
+    snapshots: watch::Receiver<Arc<RunSnapshot>>,
+    cursor: i64,
+    /// Ids this stream sent while catching up on its own. On PostgreSQL an event committed
+    /// late can reach the shared producer after the catch-up already read it: it must not
+    /// go out twice.
+    caught_up: BTreeSet<i64>,
+}
+
+impl RunStream {
+    async fn next(&mut self, run_id: i64) -> Option<Event> {
+        loop {
+            let snapshot = self.snapshots.borrow_and_update().clone();
+            if snapshot.cursor > self.cursor {
+                if let Some(json) = snapshot
+                    .json
+                    .as_ref()
+                    .filter(|_| snapshot.from <= self.cursor)
+                {
+                    self.cursor = snapshot.cursor;
+                    self.caught_up = self
+                        .caught_up
+                        .split_off(&(self.cursor - LATE_COMMIT_LOOKBACK));
+                    if !snapshot
+                        .events
+                        .iter()
+                        .any(|e| self.caught_up.contains(&e.id))
+                    {
+                        return Some(update_event(self.cursor, json));
+                    }
+                    // Built for this stream alone, without what it already sent.
+                    let events: Vec<EngineEvent> = snapshot
+                        .events
+                        .iter()
+                        .filter(|e| !self.caught_up.contains(&e.id))
+                        .cloned()
+                        .collect();
+                    if events.is_empty() {
+                        continue;
+                    }
+                    match build_update(&self.state, run_id, &events).await {
+                        Ok(update) => {
+                            let json = serde_json::to_string(&update).unwrap_or_default();
+                            return Some(update_event(self.cursor, &json));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, run_id, "building a run update failed");
+                            continue;
+                        }
+                    }
+                }
+                match catch_up(&self.state, run_id, self.cursor, snapshot.cursor).await {
+                    Ok(Some((to, events, json))) => {
+                        self.cursor = to;
+                        self.caught_up.extend(events);
+                        return Some(update_event(self.cursor, &json));
+                    }
+                    // Nothing of this run before the shared update: take that one.
+                    Ok(None) => self.cursor = self.cursor.max(snapshot.from),
+                    Err(e) => {
+                        tracing::warn!(error = %e, run_id, "catching up on run events failed");
+                        tokio::time::sleep(RUN_COALESCE).await;
+                        continue;
+                    }
+                }
+            }
+            self.snapshots.changed().await.ok()?;
+        }
+    }
+}
+
+fn update_event(cursor: i64, json: &str) -> Event {
+    Event::default()
+        .id(cursor.to_string())
+        .event("update")
+        .data(json)
+}
+
+/// The update for one stream's events after `after` up to `until` (a backlog at a time): where
+/// it ends, the ids it covers and the serialised update.
 async fn catch_up(
     state: &HttpState,
     run_id: i64,
     after: i64,
     until: i64,
-) -> Result<Option<(i64, String)>, crate::store::StoreError> {
+) -> Result<Option<(i64, Vec<i64>, String)>, crate::store::StoreError> {
     let events: Vec<EngineEvent> = state
         .db
         .run_events_since(run_id, after, BACKLOG_LIMIT)
@@ -174,6 +231,7 @@ async fn catch_up(
     let update = build_update(state, run_id, &events).await?;
     Ok(Some((
         to,
+        events.iter().map(|e| e.id).collect(),
         serde_json::to_string(&update).unwrap_or_default(),
     )))
 }

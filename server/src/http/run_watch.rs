@@ -10,6 +10,7 @@ use super::HttpState;
 use super::events::{
     BACKLOG_LIMIT, FALLBACK_WAKE, LATE_COMMIT_LOOKBACK, RUN_COALESCE, build_update, drain, wait_for,
 };
+use crate::store::engine::EngineEvent;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -21,6 +22,8 @@ pub struct RunSnapshot {
     pub cursor: i64,
     /// The serialised `RunUpdate`; `None` before the first one.
     pub json: Option<Arc<str>>,
+    /// The events it covers, for a stream that already sent some of them while catching up.
+    pub events: Vec<EngineEvent>,
 }
 
 type Channel = Arc<watch::Sender<Arc<RunSnapshot>>>;
@@ -58,6 +61,7 @@ impl RunWatches {
             from: start,
             cursor: start,
             json: None,
+            events: Vec::new(),
         });
         let (tx, rx) = watch::channel(first);
         let channel: Channel = Arc::new(tx);
@@ -149,6 +153,7 @@ async fn produce(state: HttpState, watches: RunWatches, run_id: i64, start: i64,
             from: previous,
             cursor,
             json: Some(json.into()),
+            events,
         }));
     }
 }
