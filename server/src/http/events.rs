@@ -147,35 +147,9 @@ impl RunStream {
                     .filter(|_| snapshot.from <= self.cursor)
                 {
                     self.cursor = snapshot.cursor;
-                    self.caught_up = self
-                        .caught_up
-                        .split_off(&(self.cursor - LATE_COMMIT_LOOKBACK));
-                    if !snapshot
-                        .events
-                        .iter()
-                        .any(|e| self.caught_up.contains(&e.id))
-                    {
-                        return Some(update_event(self.cursor, json));
-                    }
-                    // Built for this stream alone, without what it already sent.
-                    let events: Vec<EngineEvent> = snapshot
-                        .events
-                        .iter()
-                        .filter(|e| !self.caught_up.contains(&e.id))
-                        .cloned()
-                        .collect();
-                    if events.is_empty() {
-                        continue;
-                    }
-                    match build_update(&self.state, run_id, &events).await {
-                        Ok(update) => {
-                            let json = serde_json::to_string(&update).unwrap_or_default();
-                            return Some(update_event(self.cursor, &json));
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, run_id, "building a run update failed");
-                            continue;
-                        }
+                    match self.shared(run_id, &snapshot, json).await {
+                        Some(event) => return Some(event),
+                        None => continue,
                     }
                 }
                 match catch_up(&self.state, run_id, self.cursor, snapshot.cursor).await {
@@ -194,6 +168,37 @@ impl RunStream {
                 }
             }
             self.snapshots.changed().await.ok()?;
+        }
+    }
+
+    /// The shared update as this stream sends it (its cursor already moved past it): as
+    /// serialised, or rebuilt without what its own catch-up sent; `None` if nothing is left.
+    async fn shared(&mut self, run_id: i64, snapshot: &RunSnapshot, json: &str) -> Option<Event> {
+        self.caught_up = self
+            .caught_up
+            .split_off(&(self.cursor - LATE_COMMIT_LOOKBACK));
+        let sent_before = |e: &EngineEvent| self.caught_up.contains(&e.id);
+        if self.caught_up.is_empty() || !snapshot.events.iter().any(sent_before) {
+            return Some(update_event(self.cursor, json));
+        }
+        let events: Vec<EngineEvent> = snapshot
+            .events
+            .iter()
+            .filter(|e| !sent_before(e))
+            .cloned()
+            .collect();
+        if events.is_empty() {
+            return None;
+        }
+        match build_update(&self.state, run_id, &events).await {
+            Ok(update) => Some(update_event(
+                self.cursor,
+                &serde_json::to_string(&update).unwrap_or_default(),
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, run_id, "building a run update failed");
+                None
+            }
         }
     }
 }
